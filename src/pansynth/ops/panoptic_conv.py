@@ -1,0 +1,400 @@
+"""Panoptic-aware partial convolution (Dundar et al., CVPR 2020, eq. 1-2).
+
+For every output pixel p with window W(p) (k x k, stride 1, "same" zero padding)::
+
+    M_q = 1 if q lies inside the image and P[q] == P[p], else 0          (eq. 1)
+    x'_p = W^T (X ⊙ M) * k² / sum(M) + b                                   (eq. 2)
+
+sum(M) >= 1 always holds because the centre matches itself, so the "else 0" branch
+of eq. 2 never triggers for a same-padded, stride-1 convolution.
+
+Implementation. The arithmetic is that of a plain convolution: M differs from the
+all-ones window only where the window crosses a segment boundary (or the image
+border, where zero padding already zeroes the outside). So the forward pass runs one
+dense ``conv2d`` and recomputes exactly, by a gathered matrix product, only the
+pixels whose window holds another id ("boundary pixels"), then rescales by
+k²/sum(M). The backward pass does the same with the transposed and weight-gradient
+convolutions. A custom autograd function saves only the input, the weight and the
+ids, so the memory kept for backward is that of ``conv2d`` plus the id map.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pansynth.ops.maps import check_map, map_stride, pad_map, semantic_to_index
+
+__all__ = ["panoptic_conv2d", "panoptic_conv2d_labels", "PanopticConv2d", "window_masks"]
+
+
+def _check_conv_args(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None, padding) -> int:
+    if not isinstance(input, Tensor) or input.dim() != 4 or not input.is_floating_point():
+        shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+        raise ValueError(f"input must be a (N, C, H, W) floating-point tensor, got {shape}")
+    check_map(panoptic, "panoptic")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be (O, C, k, k), got {tuple(weight.shape)}")
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    if kernel_h != kernel_w or kernel_h % 2 == 0:
+        raise ValueError(f"the kernel must be square with an odd size, got {kernel_h}x{kernel_w}")
+    if input.shape[1] != in_channels:
+        raise ValueError(f"input has {input.shape[1]} channels but the weight expects {in_channels}")
+    n, _, height, width = input.shape
+    if tuple(panoptic.shape) != (n, height, width):
+        raise ValueError(
+            f"panoptic must be (N, H, W) = {(n, height, width)} to match the input, got {tuple(panoptic.shape)}"
+        )
+    if panoptic.device != input.device:
+        raise ValueError(f"panoptic is on {panoptic.device} but the input is on {input.device}")
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    radius = kernel_h // 2
+    if padding is not None and padding != radius:
+        raise ValueError(
+            f"only 'same' padding (padding = kernel_size // 2 = {radius}) is supported, got padding={padding}"
+        )
+    return radius
+
+
+def _offsets(radius: int) -> list[tuple[int, int]]:
+    """Window offsets (dy, dx) in the row-major order of the kernel's (ky, kx)."""
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The masks M of eq. 1 for every window, in compact form.
+
+    Args:
+        panoptic (Tensor[N, H, W]): integer ids.
+        kernel_size: odd window size k.
+
+    Returns:
+        ``(same, count, boundary)``: ``same`` (Tensor[N, k*k, H, W] bool) is M for the window
+        centred at each pixel, offsets in kernel row-major order; ``count`` (Tensor[N, 1, H, W])
+        is sum(M); ``boundary`` (Tensor[N, H, W] bool) marks windows holding another id inside
+        the image (where the masked sum differs from the dense one).
+    """
+    radius = kernel_size // 2
+    n, height, width = panoptic.shape
+    padded = pad_map(panoptic, radius)
+    inside = pad_map(torch.ones_like(panoptic, dtype=torch.bool), radius)
+    same = torch.empty(n, kernel_size * kernel_size, height, width, dtype=torch.bool, device=panoptic.device)
+    boundary = torch.zeros(n, height, width, dtype=torch.bool, device=panoptic.device)
+    for t, (dy, dx) in enumerate(_offsets(radius)):
+        window = (slice(None), slice(radius + dy, radius + dy + height), slice(radius + dx, radius + dx + width))
+        equal = padded[window] == panoptic
+        boundary |= inside[window] & ~equal
+        same[:, t] = equal & inside[window]
+    count = same.sum(1, keepdim=True)
+    return same, count, boundary
+
+
+def _gather_windows(values_hwc: Tensor, index: Tensor, radius: int, height: int, width: int) -> Tensor:
+    """Gather k*k-neighbourhoods of selected pixels from a channels-last tensor.
+
+    Args:
+        values_hwc (Tensor[N, H, W, C]): any strides.
+        index (Tensor[n, 3]): (batch, y, x) of the selected pixels.
+
+    Returns:
+        Tensor[n, k*k, C]; positions outside the image hold zeros (zero padding).
+    """
+    batch, ys, xs = index.unbind(1)
+    offsets = torch.arange(-radius, radius + 1, device=index.device)
+    rows, cols = ys[:, None] + offsets, xs[:, None] + offsets  # (n, k) each
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    size = 2 * radius + 1
+    rows = rows.clamp(0, height - 1)[:, :, None].expand(-1, -1, size).reshape(len(index), -1)
+    cols = cols.clamp(0, width - 1)[:, None, :].expand(-1, size, -1).reshape(len(index), -1)
+    windows = values_hwc[batch[:, None], rows, cols]
+    return windows * inside.reshape(len(index), -1, 1).to(windows.dtype)
+
+
+def _masked_matmul(windows: Tensor, mask: Tensor, matrix: Tensor) -> Tensor:
+    """sum_t mask[:, t] * windows[:, t, :] @ matrix[t]  ->  (n, out)."""
+    masked = windows * mask.unsqueeze(-1).to(windows.dtype)
+    return masked.reshape(masked.shape[0], -1) @ matrix
+
+
+def _weight_as_matrix(weight: Tensor) -> Tensor:
+    """(O, C, k, k) -> (k*k*C, O) with rows ordered (ky, kx, c)."""
+    out_channels = weight.shape[0]
+    return weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
+
+
+def _flipped_weight_as_matrix(weight: Tensor) -> Tensor:
+    """(O, C, k, k) -> (k*k*O, C): the transposed convolution's taps, rows ordered (ky, kx, o)."""
+    in_channels = weight.shape[1]
+    return weight.flip(2, 3).permute(2, 3, 0, 1).reshape(-1, in_channels)
+
+
+class _PanopticConv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        kernel_size = weight.shape[-1]
+        radius = kernel_size // 2
+        same, count, boundary = window_masks(panoptic, kernel_size)
+        output = F.conv2d(input, weight, None, padding=radius)
+        index = boundary.nonzero()
+        if len(index):
+            height, width = input.shape[-2:]
+            windows = _gather_windows(input.permute(0, 2, 3, 1), index, radius, height, width)
+            mask = same.permute(0, 2, 3, 1)[index.unbind(1)]
+            exact = _masked_matmul(windows, mask, _weight_as_matrix(weight).to(windows.dtype))
+            output.permute(0, 2, 3, 1)[index.unbind(1)] = exact.to(output.dtype)
+        scale = kernel_size * kernel_size / count.to(output.dtype)
+        output = output * scale
+        if bias is not None:
+            output = output + bias.to(output.dtype).view(1, -1, 1, 1)
+        ctx.save_for_backward(input, panoptic, weight)
+        ctx.has_bias = bias is not None
+        ctx.autocast = _autocast_state(input.device.type)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        input, panoptic, weight = ctx.saved_tensors
+        with torch.autocast(input.device.type, **ctx.autocast):
+            return _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight)
+
+
+def _autocast_state(device_type: str) -> dict:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device-type argument
+        enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    if not enabled:
+        return {"enabled": False}
+    return {"enabled": True, "dtype": torch.get_autocast_dtype(device_type)}
+
+
+def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
+    kernel_size = weight.shape[-1]
+    radius = kernel_size // 2
+    height, width = input.shape[-2:]
+    need_input, _, need_weight, need_bias = ctx.needs_input_grad
+    same, count, boundary = window_masks(panoptic, kernel_size)
+    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
+    compute_dtype = grad_output.dtype
+    if ctx.autocast["enabled"]:
+        compute_dtype = ctx.autocast["dtype"]
+    grad_scaled = (grad_output * (kernel_size * kernel_size / count.to(grad_output.dtype))).to(compute_dtype)
+    input_c, weight_c = input.to(compute_dtype), weight.to(compute_dtype)
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_scaled,
+        input_c,
+        weight_c,
+        None,
+        [1, 1],
+        [radius, radius],
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [need_input, need_weight, False],
+    )
+    index = boundary.nonzero()
+    if len(index):
+        # The window relation is symmetric: q is in the window of p iff p is in the
+        # window of q, and M(p, q) = M(q, p). So the same boundary pixels carry every
+        # correction of both gradients.
+        mask = same.permute(0, 2, 3, 1)[index.unbind(1)]
+        if need_input:
+            grad_windows = _gather_windows(grad_scaled.permute(0, 2, 3, 1), index, radius, height, width)
+            exact = _masked_matmul(grad_windows, mask, _flipped_weight_as_matrix(weight_c))
+            grad_input.permute(0, 2, 3, 1)[index.unbind(1)] = exact.to(grad_input.dtype)
+        if need_weight:
+            windows = _gather_windows(input_c.permute(0, 2, 3, 1), index, radius, height, width)
+            excluded = windows * (~mask).unsqueeze(-1).to(windows.dtype)
+            grad_at_boundary = grad_scaled.permute(0, 2, 3, 1)[index.unbind(1)]  # (n, O)
+            correction = grad_at_boundary.t() @ excluded.reshape(len(index), -1)  # (O, k*k*C)
+            correction = correction.view(weight.shape[0], kernel_size, kernel_size, -1).permute(0, 3, 1, 2)
+            grad_weight = grad_weight - correction.to(grad_weight.dtype)
+    if grad_input is not None:
+        grad_input = grad_input.to(input.dtype)
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    if grad_bias is not None:
+        grad_bias = grad_bias.to(weight.dtype)
+    return grad_input, None, grad_weight, grad_bias
+
+
+def panoptic_conv2d(
+    input: Tensor,
+    panoptic: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    padding: int | None = None,
+) -> Tensor:
+    """Panoptic-aware partial convolution (paper eq. 1-2), stride 1, same padding.
+
+    A window only sees the pixels whose panoptic id equals the id of its centre; the
+    result is rescaled by k²/sum(M) (positions outside the image count in k² but are
+    masked out), then the bias is added. A 1x1 kernel equals a plain convolution.
+
+    Args:
+        input (Tensor[N, C, H, W]): features (float32/float64; half precision under CUDA autocast).
+        panoptic (Tensor[N, H, W]): integer ids (any int64 values, not necessarily contiguous).
+        weight (Tensor[O, C, k, k]): filter with an odd kernel size k.
+        bias (Tensor[O], optional): added after the rescaling.
+        padding: must be ``k // 2`` (the default) when given.
+
+    Returns:
+        Tensor[N, O, H, W]
+
+    Example:
+        >>> x = torch.randn(1, 4, 8, 8)
+        >>> ids = torch.zeros(1, 8, 8, dtype=torch.long); ids[:, :, 4:] = 7
+        >>> panoptic_conv2d(x, ids, torch.randn(6, 4, 3, 3)).shape
+        torch.Size([1, 6, 8, 8])
+    """
+    _check_conv_args(input, panoptic, weight, bias, padding)
+    if weight.shape[-1] == 1:
+        return F.conv2d(input, weight, bias)
+    return _PanopticConv2dFunction.apply(input, panoptic, weight, bias)
+
+
+def panoptic_conv2d_labels(
+    labels: Tensor,
+    panoptic: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    positions: Tensor | None = None,
+) -> Tensor:
+    """Panoptic-aware convolution of a one-hot map, computed as an embedding lookup.
+
+    Equals ``panoptic_conv2d(one_hot(labels), panoptic, weight, bias)`` exactly, but costs
+    k*k*O per pixel instead of k*k*K*O: with a one-hot input, W^T (X ⊙ M) is a sum of
+    the weight columns of the classes seen in the window. With ``positions`` it is
+    computed only at those pixels (the hole-filling layer needs it at unmatched pixels only).
+
+    Args:
+        labels (Tensor[N, H, W]): channel indices in ``[0, K)`` (see ``semantic_to_index``).
+        panoptic (Tensor[N, H, W]): integer ids.
+        weight (Tensor[O, K, k, k]): filter with an odd kernel size.
+        bias (Tensor[O], optional)
+        positions (Tensor[n, 3], optional): (batch, y, x) of the pixels to compute.
+
+    Returns:
+        Tensor[N, O, H, W], or Tensor[n, O] when ``positions`` is given.
+    """
+    check_map(labels, "labels")
+    check_map(panoptic, "panoptic")
+    if labels.shape != panoptic.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and panoptic {tuple(panoptic.shape)} differ in shape")
+    out_channels, num_labels, kernel_size, kernel_w = weight.shape
+    if kernel_size != kernel_w or kernel_size % 2 == 0:
+        raise ValueError(f"the kernel must be square with an odd size, got {kernel_size}x{kernel_w}")
+    labels = labels.long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+        raise ValueError(f"labels must lie in [0, {num_labels - 1}] for a weight with {num_labels} input channels")
+    radius = kernel_size // 2
+    n, height, width = labels.shape
+    if positions is None:
+        positions = torch.ones(n, height, width, dtype=torch.bool, device=labels.device).nonzero()
+        dense = True
+    else:
+        dense = False
+    if len(positions) == 0:
+        out = weight.new_zeros(0, out_channels)
+    else:
+        # Masks of the selected windows only.
+        window_labels = _gather_windows(labels.unsqueeze(-1), positions, radius, height, width).squeeze(-1)
+        window_ids = _gather_windows(panoptic.unsqueeze(-1), positions, radius, height, width).squeeze(-1)
+        batch, ys, xs = positions.unbind(1)
+        offsets = torch.arange(-radius, radius + 1, device=labels.device)
+        rows = ys[:, None] + offsets
+        cols = xs[:, None] + offsets
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+        mask = inside.reshape(len(positions), -1) & (window_ids == panoptic[batch, ys, xs][:, None])
+        # taps[t, label] is the weight column W[:, label, t] : (k*k, K, O)
+        taps = weight.permute(2, 3, 1, 0).reshape(kernel_size * kernel_size, num_labels, out_channels)
+        tap_index = torch.arange(kernel_size * kernel_size, device=labels.device).expand_as(window_labels)
+        columns = taps[tap_index, window_labels]  # (n, k*k, O)
+        out = (columns * mask.unsqueeze(-1).to(columns.dtype)).sum(1)
+        scale = kernel_size * kernel_size / mask.sum(1, keepdim=True).to(out.dtype)
+        out = out * scale
+        if bias is not None:
+            out = out + bias
+    if dense:
+        return out.view(n, height, width, out_channels).permute(0, 3, 1, 2)
+    return out
+
+
+class PanopticConv2d(nn.Module):
+    """Panoptic-aware partial convolution layer (paper section 3.1).
+
+    Holds the weights; the math is :func:`panoptic_conv2d`. When the panoptic map given
+    to ``forward`` is larger than the features by an integer stride s, it is reduced by
+    nearest neighbour (``P[..., ::s, ::s]``), as the generator feeds the full-resolution map.
+
+    Args:
+        in_channels: C.
+        out_channels: O.
+        kernel_size: odd k (3 in the generator).
+        bias: learn an additive bias.
+
+    Example:
+        >>> conv = PanopticConv2d(4, 8, 3)
+        >>> conv(torch.randn(2, 4, 16, 16), torch.randint(0, 3, (2, 32, 32))).shape
+        torch.Size([2, 8, 16, 16])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The same initialisation as nn.Conv2d.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_channels * self.kernel_size * self.kernel_size)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _panoptic_at(self, panoptic: Tensor, size: tuple[int, int]) -> Tensor:
+        check_map(panoptic, "panoptic")
+        if tuple(panoptic.shape[-2:]) == tuple(size):
+            return panoptic
+        stride = map_stride(panoptic.shape[-2:], size, "panoptic map")
+        return panoptic[..., :: stride[0], :: stride[1]]
+
+    def forward(self, input: Tensor, panoptic: Tensor) -> Tensor:
+        """input (Tensor[N, C, H, W]), panoptic (Tensor[N, sH, sW]) -> Tensor[N, O, H, W]."""
+        return panoptic_conv2d(input, self._panoptic_at(panoptic, input.shape[-2:]), self.weight, self.bias)
+
+    def forward_labels(
+        self,
+        labels: Tensor,
+        panoptic: Tensor,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Apply the layer to the one-hot encoding of ``labels`` without building it.
+
+        ``labels`` (Tensor[N, H, W]) are class indices; with ``num_classes`` they are checked
+        and ``ignore_index`` is mapped to the extra last channel (see ``semantic_to_index``).
+        ``positions`` (Tensor[n, 3]) restricts the computation to those pixels.
+        """
+        if num_classes is not None:
+            labels = semantic_to_index(labels, num_classes, ignore_index)
+        panoptic = self._panoptic_at(panoptic, labels.shape[-2:])
+        return panoptic_conv2d_labels(labels, panoptic, self.weight, self.bias, positions)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"bias={self.bias is not None}"
+        )

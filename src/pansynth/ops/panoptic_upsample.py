@@ -1,0 +1,163 @@
+"""Panoptic-aware 2x upsampling (Dundar et al., CVPR 2020, section 3.2, Algorithm 1).
+
+Nearest-neighbour upsampling copies the top-left low-resolution feature into each 2x2
+block, which gives a pixel the feature of another segment wherever the segment
+boundaries of the high-resolution map do not fall on even coordinates. Algorithm 1
+("upsampling alignment correction") instead takes, for each high-resolution pixel
+(y, x) with r = y // 2 and c = x // 2, the first of the candidates
+
+    (r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)
+
+(inside the low-resolution map) whose panoptic id equals the pixel's id at the high
+resolution (the paper's i indexes columns, so its second loop is (r, c + 1)). Pixels
+with no matching candidate belong to a segment that is new at this scale: they get
+zero here and ``matched = 0``, and the generator fills them from the semantic map
+("hole filling", :class:`PanopticUpsample`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pansynth.ops.maps import check_map, semantic_to_index
+from pansynth.ops.panoptic_conv import PanopticConv2d
+
+__all__ = ["panoptic_upsample", "upsample_sources", "PanopticUpsample"]
+
+# Candidate offsets (row, column) in the order of Algorithm 1's four loops.
+CANDIDATES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def upsample_sources(panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
+    """Which low-resolution pixel each high-resolution pixel copies (Algorithm 1).
+
+    Args:
+        panoptic_low (Tensor[N, h, w]): integer ids at the low resolution.
+        panoptic_high (Tensor[N, 2h, 2w]): integer ids at the high resolution.
+
+    Returns:
+        ``(source, matched)``: ``source`` (Tensor[N, 2h, 2w] int64) is the flat index
+        r * w + c of the matched candidate (0 where none matched); ``matched``
+        (Tensor[N, 2h, 2w] bool).
+    """
+    check_map(panoptic_low, "panoptic_low")
+    check_map(panoptic_high, "panoptic_high")
+    n, low_h, low_w = panoptic_low.shape
+    if tuple(panoptic_high.shape) != (n, 2 * low_h, 2 * low_w):
+        raise ValueError(
+            f"panoptic_high must be (N, 2h, 2w) = {(n, 2 * low_h, 2 * low_w)} for panoptic_low "
+            f"{tuple(panoptic_low.shape)}, got {tuple(panoptic_high.shape)}"
+        )
+    device = panoptic_low.device
+    rows = torch.arange(2 * low_h, device=device) // 2
+    cols = torch.arange(2 * low_w, device=device) // 2
+    source = torch.zeros(panoptic_high.shape, dtype=torch.long, device=device)
+    matched = torch.zeros(panoptic_high.shape, dtype=torch.bool, device=device)
+    # Later candidates are written first so that earlier ones take precedence.
+    for d_row, d_col in reversed(CANDIDATES):
+        cand_rows, cand_cols = rows + d_row, cols + d_col
+        inside = (cand_rows < low_h)[:, None] & (cand_cols < low_w)[None, :]
+        cand_rows, cand_cols = cand_rows.clamp(max=low_h - 1), cand_cols.clamp(max=low_w - 1)
+        candidate_ids = panoptic_low[:, cand_rows][:, :, cand_cols]
+        hit = inside & (candidate_ids == panoptic_high)
+        flat = (cand_rows[:, None] * low_w + cand_cols[None, :]).expand_as(source)
+        source = torch.where(hit, flat, source)
+        matched |= hit
+    return source, matched
+
+
+def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
+    """Panoptic-aware 2x upsampling: Algorithm 1 of the paper (alignment correction).
+
+    Args:
+        features (Tensor[N, C, h, w]): low-resolution features.
+        panoptic_low (Tensor[N, h, w]): integer ids at the features' resolution.
+        panoptic_high (Tensor[N, 2h, 2w]): integer ids at the output resolution.
+
+    Returns:
+        ``(upsampled, matched)``: upsampled (Tensor[N, C, 2h, 2w]) holds the feature of the
+        first candidate with the pixel's id, 0 where none; matched (Tensor[N, 1, 2h, 2w])
+        is 1 where a candidate matched, in the features' dtype.
+
+    Example:
+        >>> ids = torch.zeros(1, 4, 4, dtype=torch.long)
+        >>> up, matched = panoptic_upsample(torch.randn(1, 3, 2, 2), ids[:, ::2, ::2], ids)
+        >>> bool(matched.all())
+        True
+    """
+    if not isinstance(features, Tensor) or features.dim() != 4 or not features.is_floating_point():
+        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"features must be a (N, C, h, w) floating-point tensor, got {shape}")
+    check_map(panoptic_low, "panoptic_low")
+    n, channels, low_h, low_w = features.shape
+    if tuple(panoptic_low.shape) != (n, low_h, low_w):
+        raise ValueError(
+            f"panoptic_low must be (N, h, w) = {(n, low_h, low_w)} to match the features, "
+            f"got {tuple(panoptic_low.shape)}"
+        )
+    source, matched = upsample_sources(panoptic_low, panoptic_high)
+    high_h, high_w = source.shape[-2:]
+    index = source.view(n, 1, high_h * high_w).expand(n, channels, high_h * high_w)
+    upsampled = features.reshape(n, channels, low_h * low_w).gather(2, index).view(n, channels, high_h, high_w)
+    matched = matched.unsqueeze(1).to(features.dtype)
+    return upsampled * matched, matched
+
+
+class PanopticUpsample(nn.Module):
+    """Panoptic-aware upsampling with hole filling (paper section 3.2, eq. 3).
+
+    ``out = upsampled + (1 - matched) * proj(first_layer(S_high, P_high))``, where
+    ``first_layer`` is the generator's first :class:`PanopticConv2d` (one-hot semantic map
+    -> 16·ngf channels), shared by every stage, and ``proj`` a 1x1 convolution when the
+    stage has another channel count. ``first_layer`` is not registered as a sub-module
+    here (the generator owns it), so the only parameters of this module are ``proj``'s.
+    The hole-filling features are computed only at the unmatched pixels: the first
+    layer's input is one-hot, so each is a sum of weight columns (an embedding lookup).
+
+    Args:
+        first_layer: the shared first layer (its ``in_channels`` are the one-hot channels).
+        out_channels: channel count of the features upsampled at this stage.
+        num_classes / ignore_index: how semantic class indices map to one-hot channels.
+    """
+
+    def __init__(
+        self,
+        first_layer: PanopticConv2d,
+        out_channels: int,
+        num_classes: int,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        # A plain attribute holder keeps the shared layer out of this module's parameters.
+        self._first_layer = (first_layer,)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.out_channels = out_channels
+        fill_channels = first_layer.out_channels
+        self.proj = None if fill_channels == out_channels else nn.Conv2d(fill_channels, out_channels, 1)
+
+    @property
+    def first_layer(self) -> PanopticConv2d:
+        return self._first_layer[0]
+
+    def forward(
+        self, features: Tensor, semantic_high: Tensor, panoptic_low: Tensor, panoptic_high: Tensor
+    ) -> Tensor:
+        """features (Tensor[N, C, h, w]), semantic_high / panoptic_high (Tensor[N, 2h, 2w]),
+        panoptic_low (Tensor[N, h, w]) -> Tensor[N, C, 2h, 2w]."""
+        if features.shape[1] != self.out_channels:
+            raise ValueError(f"expected {self.out_channels} feature channels, got {features.shape[1]}")
+        upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high)
+        holes = (matched[:, 0] == 0).nonzero()
+        if len(holes) == 0:
+            return upsampled
+        labels = semantic_to_index(semantic_high, self.num_classes, self.ignore_index)
+        fill = self.first_layer.forward_labels(labels, panoptic_high, positions=holes)  # (n, 16·ngf)
+        if self.proj is not None:
+            weight = self.proj.weight.view(self.proj.out_channels, -1)
+            fill = fill @ weight.t() + self.proj.bias
+        batch, rows, cols = holes.unbind(1)
+        out = upsampled.clone()
+        out[batch, :, rows, cols] = fill.to(out.dtype)  # upsampled is 0 there: same as adding
+        return out

@@ -1,0 +1,153 @@
+"""panoptic_upsample against a literal transcription of the paper's Algorithm 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_conv2d, panoptic_upsample, semantic_one_hot
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+ID_VALUES = torch.tensor([-3, 11, 5_000_017, 2**41, 26003, 26004])
+
+
+def reference_algorithm_1(features, panoptic_low, panoptic_high):
+    """Algorithm 1: four passes; i is the column index, j the row index, as in the paper."""
+    n_batch, channels, low_h, low_w = features.shape
+    out = torch.zeros(n_batch, channels, 2 * low_h, 2 * low_w, dtype=features.dtype)
+    correction = torch.zeros(n_batch, 1, 2 * low_h, 2 * low_w, dtype=features.dtype)
+    for d_i, d_j in [(0, 0), (1, 0), (0, 1), (1, 1)]:  # loop k compares P^d[i//2 + d_i, j//2 + d_j]
+        for n in range(n_batch):
+            for i in range(2 * low_w):
+                for j in range(2 * low_h):
+                    col, row = i // 2 + d_i, j // 2 + d_j
+                    if col >= low_w or row >= low_h:  # the candidate lies outside the map
+                        continue
+                    if panoptic_high[n, j, i] == panoptic_low[n, row, col] and correction[n, 0, j, i] != 1:
+                        out[n, :, j, i] = features[n, :, row, col]
+                        correction[n, 0, j, i] = 1
+    return out, correction
+
+
+def random_maps(n, low_h, low_w, generator, num_ids=len(ID_VALUES)):
+    high = ID_VALUES[torch.randint(0, num_ids, (n, 2 * low_h, 2 * low_w), generator=generator)]
+    # Keep some structure: the low-resolution map is a subsampling of the high one, as in the generator.
+    return high[:, ::2, ::2].clone(), high
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("num_ids", [2, 6])
+def test_matches_literal_algorithm(device, num_ids):
+    g = torch.Generator().manual_seed(num_ids)
+    low, high = random_maps(2, 5, 4, g, num_ids)
+    features = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+    expected, expected_matched = reference_algorithm_1(features, low, high)
+    out, matched = panoptic_upsample(features.to(device), low.to(device), high.to(device))
+    torch.testing.assert_close(out.cpu(), expected)
+    torch.testing.assert_close(matched.cpu(), expected_matched)
+    assert 0 < matched.mean() < 1  # both matched pixels and holes are exercised
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), low_h=st.integers(1, 4), low_w=st.integers(1, 4), independent=st.booleans())
+def test_property_random_maps(seed, low_h, low_w, independent):
+    g = torch.Generator().manual_seed(seed)
+    low, high = random_maps(1, low_h, low_w, g, 3)
+    if independent:  # the low map need not be a subsampling of the high one
+        low = ID_VALUES[torch.randint(0, 3, (1, low_h, low_w), generator=g)]
+    features = torch.randn(1, 2, low_h, low_w, generator=g, dtype=torch.float64)
+    out, matched = panoptic_upsample(features, low, high)
+    expected, expected_matched = reference_algorithm_1(features, low, high)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(matched, expected_matched)
+
+
+def test_single_segment_equals_nearest():
+    features = torch.randn(2, 4, 3, 5)
+    ids = torch.full((2, 6, 10), 9)
+    out, matched = panoptic_upsample(features, ids[:, ::2, ::2], ids)
+    torch.testing.assert_close(out, F.interpolate(features, scale_factor=2, mode="nearest"))
+    assert bool(matched.all())
+
+
+def test_alignment_takes_the_right_neighbour():
+    """A segment boundary on an odd column: nearest copies the wrong segment, Algorithm 1 the right one."""
+    high = torch.zeros(1, 2, 4, dtype=torch.long)
+    high[:, :, 1:] = 5  # column 1 already belongs to segment 5
+    low = high[:, ::2, ::2]  # [[0, 5]]
+    features = torch.tensor([[[[1.0, 2.0]]]])
+    out, matched = panoptic_upsample(features, low, high)
+    assert out[0, 0, 0].tolist() == [1.0, 2.0, 2.0, 2.0]  # nearest would give [1, 1, 2, 2]
+    assert bool(matched.all())
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    low, high = random_maps(2, 3, 4, g, 3)
+    features = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f: panoptic_upsample(f, low, high)[0], (features,))
+
+
+def test_batch_size_zero():
+    out, matched = panoptic_upsample(
+        torch.randn(0, 3, 2, 2), torch.zeros(0, 2, 2, dtype=torch.long), torch.zeros(0, 4, 4, dtype=torch.long)
+    )
+    assert out.shape == (0, 3, 4, 4) and matched.shape == (0, 1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 4, 4, dtype=torch.long)), "integer"),
+        ((torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long)),
+         "2h, 2w"),
+        ((torch.randn(1, 3, 2, 2), torch.zeros(1, 3, 2, dtype=torch.long), torch.zeros(1, 6, 4, dtype=torch.long)),
+         "match the features"),
+        ((torch.randn(3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)),
+         r"\(N, C, h, w\)"),
+    ],
+)
+def test_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        panoptic_upsample(*args)
+
+
+@pytest.mark.parametrize("out_channels", [6, 16])
+@pytest.mark.parametrize("ignore_index", [None, 255])
+def test_hole_filling_equals_dense_formula(out_channels, ignore_index):
+    """out = upsampled + (1 - matched) * proj(first_layer(onehot(S_high), P_high)) (eq. 3)."""
+    g = torch.Generator().manual_seed(out_channels)
+    num_classes = 4
+    first_layer = PanopticConv2d(num_classes + (ignore_index is not None), 16, 3).double()
+    layer = PanopticUpsample(first_layer, out_channels, num_classes, ignore_index).double()
+    low, high = random_maps(2, 4, 5, g, 5)
+    semantic = torch.randint(0, num_classes, high.shape, generator=g)
+    if ignore_index is not None:
+        semantic[:, 0, :] = ignore_index
+    features = torch.randn(2, out_channels, 4, 5, generator=g, dtype=torch.float64)
+    upsampled, matched = panoptic_upsample(features, low, high)
+    one_hot = semantic_one_hot(semantic, num_classes, ignore_index).double()
+    fill = panoptic_conv2d(one_hot, high, first_layer.weight, first_layer.bias)
+    if layer.proj is not None:
+        fill = layer.proj(fill)
+    expected = upsampled + (1 - matched) * fill
+    torch.testing.assert_close(layer(features, semantic, low, high), expected)
+    # The shared first layer is not a parameter of the stage: only the 1x1 projection is.
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == (set() if out_channels == 16 else {"proj.weight", "proj.bias"})
+
+
+def test_hole_filling_gradients_reach_shared_layer_and_projection():
+    g = torch.Generator().manual_seed(1)
+    first_layer = PanopticConv2d(3, 8, 3)
+    layer = PanopticUpsample(first_layer, 4, 3)
+    low, high = random_maps(1, 4, 4, g, 5)
+    semantic = torch.randint(0, 3, high.shape, generator=g)
+    features = torch.randn(1, 4, 4, 4, generator=g, requires_grad=True)
+    layer(features, semantic, low, high).square().sum().backward()
+    assert first_layer.weight.grad.abs().sum() > 0
+    assert layer.proj.weight.grad.abs().sum() > 0
+    assert features.grad.abs().sum() > 0
