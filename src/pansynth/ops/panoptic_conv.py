@@ -65,18 +65,51 @@ def _offsets(radius: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
 
 
-def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The masks M of eq. 1 for every window, in compact form.
+def irregular_pixels(panoptic: Tensor, kernel_size: int) -> Tensor:
+    """Pixels whose k x k window is not a full, single-segment window.
+
+    These are the only pixels where eq. 2 differs from a plain convolution: their
+    window holds another id, or reaches outside the image (sum(M) < k²).
 
     Args:
         panoptic (Tensor[N, H, W]): integer ids.
-        kernel_size: odd window size k.
+
+    Returns:
+        Tensor[N, H, W] bool.
+    """
+    radius = kernel_size // 2
+    n, height, width = panoptic.shape
+    irregular = torch.zeros(n, height, width, dtype=torch.bool, device=panoptic.device)
+    if radius == 0:
+        return irregular
+    irregular[:, :radius] = True
+    irregular[:, height - radius :] = True
+    irregular[:, :, :radius] = True
+    irregular[:, :, width - radius :] = True
+    # The relation "q is in the window of p and has another id" is symmetric: half of
+    # the offsets suffice, each marking both pixels of a differing pair.
+    for dy in range(0, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx <= 0:
+                continue
+            rows = slice(0, height - dy)
+            cols = slice(max(0, -dx), width - max(0, dx))
+            rows_shifted = slice(dy, height)
+            cols_shifted = slice(max(0, dx), width - max(0, -dx))
+            differ = panoptic[:, rows, cols] != panoptic[:, rows_shifted, cols_shifted]
+            irregular[:, rows, cols] |= differ
+            irregular[:, rows_shifted, cols_shifted] |= differ
+    return irregular
+
+
+def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The masks M of eq. 1 for every window, dense (for analysis and tests).
 
     Returns:
         ``(same, count, boundary)``: ``same`` (Tensor[N, k*k, H, W] bool) is M for the window
         centred at each pixel, offsets in kernel row-major order; ``count`` (Tensor[N, 1, H, W])
         is sum(M); ``boundary`` (Tensor[N, H, W] bool) marks windows holding another id inside
-        the image (where the masked sum differs from the dense one).
+        the image.
     """
     radius = kernel_size // 2
     n, height, width = panoptic.shape
@@ -85,51 +118,59 @@ def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Te
     same = torch.empty(n, kernel_size * kernel_size, height, width, dtype=torch.bool, device=panoptic.device)
     boundary = torch.zeros(n, height, width, dtype=torch.bool, device=panoptic.device)
     for t, (dy, dx) in enumerate(_offsets(radius)):
-        window = (slice(None), slice(radius + dy, radius + dy + height), slice(radius + dx, radius + dx + width))
-        equal = padded[window] == panoptic
-        boundary |= inside[window] & ~equal
-        same[:, t] = equal & inside[window]
-    count = same.sum(1, keepdim=True)
-    return same, count, boundary
+        rows = slice(radius + dy, radius + dy + height)
+        cols = slice(radius + dx, radius + dx + width)
+        equal = padded[:, rows, cols] == panoptic
+        boundary |= inside[:, rows, cols] & ~equal
+        same[:, t] = equal & inside[:, rows, cols]
+    return same, same.sum(1, keepdim=True), boundary
 
 
-def _gather_windows(values_hwc: Tensor, index: Tensor, radius: int, height: int, width: int) -> Tensor:
-    """Gather k*k-neighbourhoods of selected pixels from a channels-last tensor.
+class _SparseWindows:
+    """The windows of the irregular pixels of one image, as flat indices.
 
-    Args:
-        values_hwc (Tensor[N, H, W, C]): any strides.
-        index (Tensor[n, 3]): (batch, y, x) of the selected pixels.
-
-    Returns:
-        Tensor[n, k*k, C]; positions outside the image hold zeros (zero padding).
+    Attributes:
+        pixels (Tensor[n]): flat indices y * W + x of the irregular pixels (sorted).
+        neighbours (Tensor[n, k*k]): flat indices of their window positions (clamped).
+        inside (Tensor[n, k*k] bool): window position lies inside the image.
+        same (Tensor[n, k*k] bool): the mask M of eq. 1.
+        count (Tensor[n]): sum(M).
     """
-    batch, ys, xs = index.unbind(1)
-    offsets = torch.arange(-radius, radius + 1, device=index.device)
-    rows, cols = ys[:, None] + offsets, xs[:, None] + offsets  # (n, k) each
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    size = 2 * radius + 1
-    rows = rows.clamp(0, height - 1)[:, :, None].expand(-1, -1, size).reshape(len(index), -1)
-    cols = cols.clamp(0, width - 1)[:, None, :].expand(-1, size, -1).reshape(len(index), -1)
-    windows = values_hwc[batch[:, None], rows, cols]
-    return windows * inside.reshape(len(index), -1, 1).to(windows.dtype)
+
+    def __init__(self, panoptic: Tensor, pixels: Tensor, radius: int) -> None:
+        height, width = panoptic.shape
+        self.pixels = pixels
+        ys, xs = self.pixels // width, self.pixels % width
+        offsets = torch.arange(-radius, radius + 1, device=panoptic.device)
+        rows, cols = ys[:, None] + offsets, xs[:, None] + offsets
+        size = 2 * radius + 1
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+        self.inside = inside.reshape(len(self.pixels), size * size)
+        flat = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
+        self.neighbours = flat.reshape(len(self.pixels), size * size)
+        ids = panoptic.reshape(-1)
+        self.same = self.inside & (ids[self.neighbours] == ids[self.pixels][:, None])
+        self.window_size = size * size
+        self.count = self.same.sum(1)
+
+    def scale(self, dtype: torch.dtype) -> Tensor:
+        """k² / sum(M) per irregular pixel (Tensor[n])."""
+        return self.window_size / self.count.to(dtype)
+
+    def gather(self, values: Tensor, mask: Tensor) -> Tensor:
+        """values (Tensor[C, H*W]) -> masked windows as a matrix (Tensor[n, C * k*k])."""
+        channels = values.shape[0]
+        windows = values.index_select(1, self.neighbours.reshape(-1)).view(channels, *self.neighbours.shape)
+        windows = windows * mask.to(windows.dtype)
+        return windows.transpose(0, 1).reshape(len(self.pixels), -1)
 
 
-def _masked_matmul(windows: Tensor, mask: Tensor, matrix: Tensor) -> Tensor:
-    """sum_t mask[:, t] * windows[:, t, :] @ matrix[t]  ->  (n, out)."""
-    masked = windows * mask.unsqueeze(-1).to(windows.dtype)
-    return masked.reshape(masked.shape[0], -1) @ matrix
-
-
-def _weight_as_matrix(weight: Tensor) -> Tensor:
-    """(O, C, k, k) -> (k*k*C, O) with rows ordered (ky, kx, c)."""
-    out_channels = weight.shape[0]
-    return weight.permute(2, 3, 1, 0).reshape(-1, out_channels)
-
-
-def _flipped_weight_as_matrix(weight: Tensor) -> Tensor:
-    """(O, C, k, k) -> (k*k*O, C): the transposed convolution's taps, rows ordered (ky, kx, o)."""
-    in_channels = weight.shape[1]
-    return weight.flip(2, 3).permute(2, 3, 0, 1).reshape(-1, in_channels)
+def _image_windows(panoptic: Tensor, kernel_size: int) -> list[_SparseWindows]:
+    irregular = irregular_pixels(panoptic, kernel_size)
+    return [
+        _SparseWindows(panoptic[b], irregular[b].reshape(-1).nonzero().squeeze(1), kernel_size // 2)
+        for b in range(panoptic.shape[0])
+    ]
 
 
 class _PanopticConv2dFunction(torch.autograd.Function):
@@ -137,19 +178,19 @@ class _PanopticConv2dFunction(torch.autograd.Function):
     def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         kernel_size = weight.shape[-1]
         radius = kernel_size // 2
-        same, count, boundary = window_masks(panoptic, kernel_size)
-        output = F.conv2d(input, weight, None, padding=radius)
-        index = boundary.nonzero()
-        if len(index):
-            height, width = input.shape[-2:]
-            windows = _gather_windows(input.permute(0, 2, 3, 1), index, radius, height, width)
-            mask = same.permute(0, 2, 3, 1)[index.unbind(1)]
-            exact = _masked_matmul(windows, mask, _weight_as_matrix(weight).to(windows.dtype))
-            output.permute(0, 2, 3, 1)[index.unbind(1)] = exact.to(output.dtype)
-        scale = kernel_size * kernel_size / count.to(output.dtype)
-        output = output * scale
-        if bias is not None:
-            output = output + bias.to(output.dtype).view(1, -1, 1, 1)
+        output = F.conv2d(input, weight, bias, padding=radius)
+        n, out_channels = output.shape[:2]
+        # Dense convolution is exact wherever the window is full and single-segment;
+        # the irregular pixels are recomputed with their mask and rescaled (eq. 2).
+        weight_matrix = weight.reshape(out_channels, -1).t()
+        for b, windows in enumerate(_image_windows(panoptic, kernel_size)):
+            if len(windows.pixels) == 0:
+                continue
+            columns = windows.gather(input[b].reshape(input.shape[1], -1), windows.same)
+            exact = (columns @ weight_matrix.to(columns.dtype)) * windows.scale(columns.dtype)[:, None]
+            if bias is not None:
+                exact = exact + bias.to(exact.dtype)
+            output[b].view(out_channels, -1).index_copy_(1, windows.pixels, exact.t().to(output.dtype))
         ctx.save_for_backward(input, panoptic, weight)
         ctx.has_bias = bias is not None
         ctx.autocast = _autocast_state(input.device.type)
@@ -176,51 +217,41 @@ def _autocast_state(device_type: str) -> dict:
 def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
     kernel_size = weight.shape[-1]
     radius = kernel_size // 2
-    height, width = input.shape[-2:]
+    out_channels, in_channels = weight.shape[:2]
     need_input, _, need_weight, need_bias = ctx.needs_input_grad
-    same, count, boundary = window_masks(panoptic, kernel_size)
-    grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and need_bias else None
-    compute_dtype = grad_output.dtype
-    if ctx.autocast["enabled"]:
-        compute_dtype = ctx.autocast["dtype"]
-    grad_scaled = (grad_output * (kernel_size * kernel_size / count.to(grad_output.dtype))).to(compute_dtype)
+    grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
+    compute_dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
+    image_windows = _image_windows(panoptic, kernel_size)
+    # Output pixel p received k²/sum(M_p) times its masked sum: scale its gradient likewise.
+    grad_scaled = grad_output.to(compute_dtype, copy=True).contiguous()
+    for b, windows in enumerate(image_windows):
+        grad_b = grad_scaled[b].view(out_channels, -1)
+        scaled = grad_b.index_select(1, windows.pixels) * windows.scale(compute_dtype)
+        grad_b.index_copy_(1, windows.pixels, scaled)
     input_c, weight_c = input.to(compute_dtype), weight.to(compute_dtype)
     grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_scaled,
-        input_c,
-        weight_c,
-        None,
-        [1, 1],
-        [radius, radius],
-        [1, 1],
-        False,
-        [0, 0],
-        1,
+        grad_scaled, input_c, weight_c, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
         [need_input, need_weight, False],
     )
-    index = boundary.nonzero()
-    if len(index):
-        # The window relation is symmetric: q is in the window of p iff p is in the
-        # window of q, and M(p, q) = M(q, p). So the same boundary pixels carry every
-        # correction of both gradients.
-        mask = same.permute(0, 2, 3, 1)[index.unbind(1)]
+    # The window relation is symmetric (q in the window of p iff p in the window of q,
+    # and M_p(q) = M_q(p)), so the irregular pixels carry every correction.
+    flipped = weight_c.flip(2, 3).permute(0, 2, 3, 1).reshape(-1, in_channels)  # rows (o, ky, kx)
+    flipped = flipped.view(out_channels, kernel_size * kernel_size, in_channels).reshape(-1, in_channels)
+    for b, windows in enumerate(image_windows):
+        if len(windows.pixels) == 0:
+            continue
         if need_input:
-            grad_windows = _gather_windows(grad_scaled.permute(0, 2, 3, 1), index, radius, height, width)
-            exact = _masked_matmul(grad_windows, mask, _flipped_weight_as_matrix(weight_c))
-            grad_input.permute(0, 2, 3, 1)[index.unbind(1)] = exact.to(grad_input.dtype)
+            columns = windows.gather(grad_scaled[b].view(out_channels, -1), windows.same)
+            exact = columns @ flipped
+            grad_input[b].view(in_channels, -1).index_copy_(1, windows.pixels, exact.t().to(grad_input.dtype))
         if need_weight:
-            windows = _gather_windows(input_c.permute(0, 2, 3, 1), index, radius, height, width)
-            excluded = windows * (~mask).unsqueeze(-1).to(windows.dtype)
-            grad_at_boundary = grad_scaled.permute(0, 2, 3, 1)[index.unbind(1)]  # (n, O)
-            correction = grad_at_boundary.t() @ excluded.reshape(len(index), -1)  # (O, k*k*C)
-            correction = correction.view(weight.shape[0], kernel_size, kernel_size, -1).permute(0, 3, 1, 2)
-            grad_weight = grad_weight - correction.to(grad_weight.dtype)
+            excluded = windows.gather(input_c[b].reshape(in_channels, -1), windows.inside & ~windows.same)
+            grad_at = grad_scaled[b].view(out_channels, -1).index_select(1, windows.pixels)  # (O, n)
+            grad_weight -= (grad_at @ excluded).view_as(grad_weight).to(grad_weight.dtype)
     if grad_input is not None:
         grad_input = grad_input.to(input.dtype)
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
-    if grad_bias is not None:
-        grad_bias = grad_bias.to(weight.dtype)
     return grad_input, None, grad_weight, grad_bias
 
 
@@ -295,32 +326,26 @@ def panoptic_conv2d_labels(
         raise ValueError(f"labels must lie in [0, {num_labels - 1}] for a weight with {num_labels} input channels")
     radius = kernel_size // 2
     n, height, width = labels.shape
-    if positions is None:
+    dense = positions is None
+    if dense:
         positions = torch.ones(n, height, width, dtype=torch.bool, device=labels.device).nonzero()
-        dense = True
-    else:
-        dense = False
-    if len(positions) == 0:
-        out = weight.new_zeros(0, out_channels)
-    else:
-        # Masks of the selected windows only.
-        window_labels = _gather_windows(labels.unsqueeze(-1), positions, radius, height, width).squeeze(-1)
-        window_ids = _gather_windows(panoptic.unsqueeze(-1), positions, radius, height, width).squeeze(-1)
-        batch, ys, xs = positions.unbind(1)
-        offsets = torch.arange(-radius, radius + 1, device=labels.device)
-        rows = ys[:, None] + offsets
-        cols = xs[:, None] + offsets
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        mask = inside.reshape(len(positions), -1) & (window_ids == panoptic[batch, ys, xs][:, None])
-        # taps[t, label] is the weight column W[:, label, t] : (k*k, K, O)
-        taps = weight.permute(2, 3, 1, 0).reshape(kernel_size * kernel_size, num_labels, out_channels)
-        tap_index = torch.arange(kernel_size * kernel_size, device=labels.device).expand_as(window_labels)
-        columns = taps[tap_index, window_labels]  # (n, k*k, O)
-        out = (columns * mask.unsqueeze(-1).to(columns.dtype)).sum(1)
-        scale = kernel_size * kernel_size / mask.sum(1, keepdim=True).to(out.dtype)
-        out = out * scale
-        if bias is not None:
-            out = out + bias
+    elif positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be (n, 3) rows of (batch, y, x), got {tuple(positions.shape)}")
+    # taps[t, label] is the weight column W[:, label, t]: (k*k, K, O)
+    taps = weight.permute(2, 3, 1, 0).reshape(kernel_size * kernel_size, num_labels, out_channels)
+    tap_index = torch.arange(kernel_size * kernel_size, device=labels.device)
+    out = weight.new_empty(len(positions), out_channels)
+    for b in range(n):
+        rows = (positions[:, 0] == b).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        pixels = positions[rows, 1] * width + positions[rows, 2]
+        windows = _SparseWindows(panoptic[b], pixels, radius)
+        window_labels = labels[b].reshape(-1)[windows.neighbours]  # (n_b, k*k)
+        columns = taps[tap_index, window_labels]  # (n_b, k*k, O)
+        values = (columns * windows.same.unsqueeze(-1).to(columns.dtype)).sum(1)
+        values = values * windows.scale(values.dtype)[:, None]
+        out[rows] = values if bias is None else values + bias
     if dense:
         return out.view(n, height, width, out_channels).permute(0, 3, 1, 2)
     return out

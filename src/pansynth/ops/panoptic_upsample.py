@@ -18,15 +18,53 @@ zero here and ``matched = 0``, and the generator fills them from the semantic ma
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pansynth.ops.maps import check_map, semantic_to_index
 from pansynth.ops.panoptic_conv import PanopticConv2d
 
-__all__ = ["panoptic_upsample", "upsample_sources", "PanopticUpsample"]
+__all__ = ["panoptic_upsample", "upsample_choices", "upsample_sources", "PanopticUpsample", "CANDIDATES"]
 
 # Candidate offsets (row, column) in the order of Algorithm 1's four loops.
 CANDIDATES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _check_pair(panoptic_low: Tensor, panoptic_high: Tensor) -> None:
+    check_map(panoptic_low, "panoptic_low")
+    check_map(panoptic_high, "panoptic_high")
+    n, low_h, low_w = panoptic_low.shape
+    if tuple(panoptic_high.shape) != (n, 2 * low_h, 2 * low_w):
+        raise ValueError(
+            f"panoptic_high must be (N, 2h, 2w) = {(n, 2 * low_h, 2 * low_w)} for panoptic_low "
+            f"{tuple(panoptic_low.shape)}, got {tuple(panoptic_high.shape)}"
+        )
+
+
+def upsample_choices(panoptic_low: Tensor, panoptic_high: Tensor) -> Tensor:
+    """Which candidate of Algorithm 1 each high-resolution pixel takes.
+
+    Args:
+        panoptic_low (Tensor[N, h, w]): integer ids at the low resolution.
+        panoptic_high (Tensor[N, 2h, 2w]): integer ids at the high resolution.
+
+    Returns:
+        Tensor[N, 2h, 2w] uint8: the index k into ``CANDIDATES`` of the first candidate whose
+        id equals the pixel's id, or 4 where none does (a hole). 0 is nearest neighbour.
+    """
+    _check_pair(panoptic_low, panoptic_high)
+    n, low_h, low_w = panoptic_low.shape
+    # Work on 2x2 blocks: block (r, c) of the high map holds the pixels whose candidates
+    # are low[r + dr, c + dc]; all comparisons are on strided views, without copies.
+    blocks = panoptic_high.view(n, low_h, 2, low_w, 2)
+    choice = torch.full(blocks.shape, len(CANDIDATES), dtype=torch.uint8, device=panoptic_low.device)
+    # Later candidates are written first so that earlier ones take precedence.
+    for k in reversed(range(len(CANDIDATES))):
+        d_row, d_col = CANDIDATES[k]
+        candidate = panoptic_low[:, d_row:, d_col:, None, None].transpose(2, 3)  # (N, h', 1, w', 1)
+        region = (slice(None), slice(0, low_h - d_row), slice(None), slice(0, low_w - d_col), slice(None))
+        choice[region].masked_fill_(blocks[region] == candidate, k)
+    return choice.view(n, 2 * low_h, 2 * low_w)
 
 
 def upsample_sources(panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,32 +76,14 @@ def upsample_sources(panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tenso
 
     Returns:
         ``(source, matched)``: ``source`` (Tensor[N, 2h, 2w] int64) is the flat index
-        r * w + c of the matched candidate (0 where none matched); ``matched``
-        (Tensor[N, 2h, 2w] bool).
+        r * w + c of the matched candidate (that of nearest neighbour where none matched);
+        ``matched`` (Tensor[N, 2h, 2w] bool).
     """
-    check_map(panoptic_low, "panoptic_low")
-    check_map(panoptic_high, "panoptic_high")
-    n, low_h, low_w = panoptic_low.shape
-    if tuple(panoptic_high.shape) != (n, 2 * low_h, 2 * low_w):
-        raise ValueError(
-            f"panoptic_high must be (N, 2h, 2w) = {(n, 2 * low_h, 2 * low_w)} for panoptic_low "
-            f"{tuple(panoptic_low.shape)}, got {tuple(panoptic_high.shape)}"
-        )
-    device = panoptic_low.device
-    rows = torch.arange(2 * low_h, device=device) // 2
-    cols = torch.arange(2 * low_w, device=device) // 2
-    source = torch.zeros(panoptic_high.shape, dtype=torch.long, device=device)
-    matched = torch.zeros(panoptic_high.shape, dtype=torch.bool, device=device)
-    # Later candidates are written first so that earlier ones take precedence.
-    for d_row, d_col in reversed(CANDIDATES):
-        cand_rows, cand_cols = rows + d_row, cols + d_col
-        inside = (cand_rows < low_h)[:, None] & (cand_cols < low_w)[None, :]
-        cand_rows, cand_cols = cand_rows.clamp(max=low_h - 1), cand_cols.clamp(max=low_w - 1)
-        candidate_ids = panoptic_low[:, cand_rows][:, :, cand_cols]
-        hit = inside & (candidate_ids == panoptic_high)
-        flat = (cand_rows[:, None] * low_w + cand_cols[None, :]).expand_as(source)
-        source = torch.where(hit, flat, source)
-        matched |= hit
+    choice = upsample_choices(panoptic_low, panoptic_high)
+    low_w = panoptic_low.shape[-1]
+    matched = choice < len(CANDIDATES)
+    offsets = torch.tensor([d_row * low_w + d_col for d_row, d_col in CANDIDATES] + [0], device=choice.device)
+    source = _nearest_sources(*panoptic_low.shape[-2:], choice.device) + offsets[choice.long()]
     return source, matched
 
 
@@ -96,12 +116,33 @@ def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Ten
             f"panoptic_low must be (N, h, w) = {(n, low_h, low_w)} to match the features, "
             f"got {tuple(panoptic_low.shape)}"
         )
-    source, matched = upsample_sources(panoptic_low, panoptic_high)
-    high_h, high_w = source.shape[-2:]
-    index = source.view(n, 1, high_h * high_w).expand(n, channels, high_h * high_w)
-    upsampled = features.reshape(n, channels, low_h * low_w).gather(2, index).view(n, channels, high_h, high_w)
-    matched = matched.unsqueeze(1).to(features.dtype)
-    return upsampled * matched, matched
+    choice = upsample_choices(panoptic_low, panoptic_high)
+    # Nearest neighbour is right wherever the first candidate matched; only the other
+    # pixels (misaligned or holes, a small share) are gathered or zeroed.
+    upsampled = F.interpolate(features, scale_factor=2, mode="nearest")
+    # The offset of each candidate; holes read the nearest source and are zeroed.
+    offsets = torch.tensor([d_row * low_w + d_col for d_row, d_col in CANDIDATES] + [0], device=features.device)
+    nearest = _nearest_sources(low_h, low_w, features.device).reshape(-1)
+    for b in range(n):
+        choice_b = choice[b].reshape(-1)
+        pixels = (choice_b != 0).nonzero().squeeze(1)
+        if len(pixels) == 0:
+            continue
+        chosen = choice_b[pixels].long()
+        hole = chosen == len(CANDIDATES)
+        source = nearest[pixels] + offsets[chosen]
+        values = features[b].reshape(channels, -1).index_select(1, source)
+        values = values.masked_fill(hole, 0)
+        upsampled[b].view(channels, -1).index_copy_(1, pixels, values)
+    matched = (choice < len(CANDIDATES)).unsqueeze(1).to(features.dtype)
+    return upsampled, matched
+
+
+def _nearest_sources(low_h: int, low_w: int, device: torch.device) -> Tensor:
+    """Flat low-resolution index r * w + c that nearest upsampling copies to each pixel."""
+    rows = torch.arange(2 * low_h, device=device) // 2
+    cols = torch.arange(2 * low_w, device=device) // 2
+    return rows[:, None] * low_w + cols[None, :]
 
 
 class PanopticUpsample(nn.Module):
