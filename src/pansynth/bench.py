@@ -272,7 +272,8 @@ def format_table(rows: list[BenchRow], unit_note: str) -> str:
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    processor = platform.processor() or platform.machine()
+    return f"CPU {processor}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:

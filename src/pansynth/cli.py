@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         # Errors about the user's input read as one line, not a traceback.
         print(f"pansynth {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into a command that stopped reading (e.g. `| head`): not an error.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"pansynth {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -158,11 +158,16 @@ class _SparseWindows:
         return self.window_size / self.count.to(dtype)
 
     def gather(self, values: Tensor, mask: Tensor) -> Tensor:
-        """values (Tensor[C, H*W]) -> masked windows as a matrix (Tensor[n, C * k*k])."""
+        """Masked windows of ``values`` (Tensor[C, H*W]) as a matrix (Tensor[C * k*k, n]).
+
+        Rows are ordered (c, ky, kx) like ``weight.reshape(O, -1)``'s columns, so that a
+        single matrix product with the weight gives the windows' outputs.
+        """
         channels = values.shape[0]
-        windows = values.index_select(1, self.neighbours.reshape(-1)).view(channels, *self.neighbours.shape)
-        windows = windows * mask.to(windows.dtype)
-        return windows.transpose(0, 1).reshape(len(self.pixels), -1)
+        windows = values.index_select(1, self.neighbours.t().reshape(-1))
+        windows = windows.view(channels, self.window_size, len(self.pixels))
+        windows.mul_(mask.t().to(windows.dtype))
+        return windows.view(-1, len(self.pixels))
 
 
 def _image_windows(panoptic: Tensor, kernel_size: int) -> list[_SparseWindows]:
@@ -182,15 +187,15 @@ class _PanopticConv2dFunction(torch.autograd.Function):
         n, out_channels = output.shape[:2]
         # Dense convolution is exact wherever the window is full and single-segment;
         # the irregular pixels are recomputed with their mask and rescaled (eq. 2).
-        weight_matrix = weight.reshape(out_channels, -1).t()
+        weight_matrix = weight.reshape(out_channels, -1)
         for b, windows in enumerate(_image_windows(panoptic, kernel_size)):
             if len(windows.pixels) == 0:
                 continue
             columns = windows.gather(input[b].reshape(input.shape[1], -1), windows.same)
-            exact = (columns @ weight_matrix.to(columns.dtype)) * windows.scale(columns.dtype)[:, None]
+            exact = (weight_matrix.to(columns.dtype) @ columns) * windows.scale(columns.dtype)  # (O, n)
             if bias is not None:
-                exact = exact + bias.to(exact.dtype)
-            output[b].view(out_channels, -1).index_copy_(1, windows.pixels, exact.t().to(output.dtype))
+                exact = exact + bias.to(exact.dtype)[:, None]
+            output[b].view(out_channels, -1).index_copy_(1, windows.pixels, exact.to(output.dtype))
         ctx.save_for_backward(input, panoptic, weight)
         ctx.has_bias = bias is not None
         ctx.autocast = _autocast_state(input.device.type)
@@ -235,19 +240,18 @@ def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
     )
     # The window relation is symmetric (q in the window of p iff p in the window of q,
     # and M_p(q) = M_q(p)), so the irregular pixels carry every correction.
-    flipped = weight_c.flip(2, 3).permute(0, 2, 3, 1).reshape(-1, in_channels)  # rows (o, ky, kx)
-    flipped = flipped.view(out_channels, kernel_size * kernel_size, in_channels).reshape(-1, in_channels)
+    flipped = weight_c.flip(2, 3).transpose(0, 1).reshape(in_channels, -1)  # the transposed conv's taps
     for b, windows in enumerate(image_windows):
         if len(windows.pixels) == 0:
             continue
         if need_input:
             columns = windows.gather(grad_scaled[b].view(out_channels, -1), windows.same)
-            exact = columns @ flipped
-            grad_input[b].view(in_channels, -1).index_copy_(1, windows.pixels, exact.t().to(grad_input.dtype))
+            exact = flipped @ columns  # (C, n)
+            grad_input[b].view(in_channels, -1).index_copy_(1, windows.pixels, exact.to(grad_input.dtype))
         if need_weight:
             excluded = windows.gather(input_c[b].reshape(in_channels, -1), windows.inside & ~windows.same)
             grad_at = grad_scaled[b].view(out_channels, -1).index_select(1, windows.pixels)  # (O, n)
-            grad_weight -= (grad_at @ excluded).view_as(grad_weight).to(grad_weight.dtype)
+            grad_weight -= (grad_at @ excluded.t()).view_as(grad_weight).to(grad_weight.dtype)
     if grad_input is not None:
         grad_input = grad_input.to(input.dtype)
     if grad_weight is not None:
