@@ -1,0 +1,32 @@
+"""Networks: SPADE blocks, the panoptic-aware generator, the multi-scale discriminator, losses."""
+
+from pansynth.models import losses
+from pansynth.models.discriminator import MultiscaleDiscriminator, NLayerDiscriminator
+from pansynth.models.generator import DenseHoleFillUpsample, Generator, build_label_map, label_map_channels
+from pansynth.models.losses import (
+    GANHingeLoss,
+    VGGPerceptualLoss,
+    feature_matching_loss,
+    hinge_loss_d,
+    hinge_loss_g,
+)
+from pansynth.models.spade import SPADENorm, SPADEResBlock
+from pansynth.models.vgg import load_vgg19_features
+
+__all__ = [
+    "Generator",
+    "DenseHoleFillUpsample",
+    "MultiscaleDiscriminator",
+    "NLayerDiscriminator",
+    "SPADENorm",
+    "SPADEResBlock",
+    "GANHingeLoss",
+    "VGGPerceptualLoss",
+    "hinge_loss_d",
+    "hinge_loss_g",
+    "feature_matching_loss",
+    "load_vgg19_features",
+    "build_label_map",
+    "label_map_channels",
+    "losses",
+]

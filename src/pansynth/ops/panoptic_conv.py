@@ -170,12 +170,30 @@ class _SparseWindows:
         return windows.view(-1, len(self.pixels))
 
 
-def _image_windows(panoptic: Tensor, kernel_size: int) -> list[_SparseWindows]:
+# Above this share of irregular pixels (small maps, where the border band and the
+# segment boundaries cover most windows) every window is computed from its mask
+# instead of running the dense convolution and then recomputing most of it.
+FULL_RECOMPUTE_SHARE = 0.5
+
+
+def _image_windows(panoptic: Tensor, kernel_size: int) -> tuple[list[_SparseWindows], bool]:
+    """The windows to compute exactly, per image, and whether that is every window."""
     irregular = irregular_pixels(panoptic, kernel_size)
-    return [
-        _SparseWindows(panoptic[b], irregular[b].reshape(-1).nonzero().squeeze(1), kernel_size // 2)
-        for b in range(panoptic.shape[0])
-    ]
+    full = irregular.numel() > 0 and irregular.float().mean().item() > FULL_RECOMPUTE_SHARE
+    if full:
+        every = torch.arange(irregular[0].numel(), device=panoptic.device)
+        pixels = [every] * panoptic.shape[0]
+    else:
+        pixels = [irregular[b].reshape(-1).nonzero().squeeze(1) for b in range(panoptic.shape[0])]
+    return [_SparseWindows(panoptic[b], pixels[b], kernel_size // 2) for b in range(panoptic.shape[0])], full
+
+
+def _put(target: Tensor, windows: _SparseWindows, values: Tensor, full: bool) -> None:
+    """target (Tensor[C, H*W])[:, windows.pixels] = values (Tensor[C, n])."""
+    if full:
+        target.copy_(values)
+    else:
+        target.index_copy_(1, windows.pixels, values.to(target.dtype))
 
 
 class _PanopticConv2dFunction(torch.autograd.Function):
@@ -183,19 +201,23 @@ class _PanopticConv2dFunction(torch.autograd.Function):
     def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         kernel_size = weight.shape[-1]
         radius = kernel_size // 2
-        output = F.conv2d(input, weight, bias, padding=radius)
-        n, out_channels = output.shape[:2]
+        out_channels = weight.shape[0]
+        image_windows, full = _image_windows(panoptic, kernel_size)
         # Dense convolution is exact wherever the window is full and single-segment;
         # the irregular pixels are recomputed with their mask and rescaled (eq. 2).
+        if full:
+            output = input.new_empty(input.shape[0], out_channels, *input.shape[2:])
+        else:
+            output = F.conv2d(input, weight, bias, padding=radius)
         weight_matrix = weight.reshape(out_channels, -1)
-        for b, windows in enumerate(_image_windows(panoptic, kernel_size)):
+        for b, windows in enumerate(image_windows):
             if len(windows.pixels) == 0:
                 continue
             columns = windows.gather(input[b].reshape(input.shape[1], -1), windows.same)
             exact = (weight_matrix.to(columns.dtype) @ columns) * windows.scale(columns.dtype)  # (O, n)
             if bias is not None:
                 exact = exact + bias.to(exact.dtype)[:, None]
-            output[b].view(out_channels, -1).index_copy_(1, windows.pixels, exact.to(output.dtype))
+            _put(output[b].view(out_channels, -1), windows, exact, full)
         ctx.save_for_backward(input, panoptic, weight)
         ctx.has_bias = bias is not None
         ctx.autocast = _autocast_state(input.device.type)
@@ -226,18 +248,24 @@ def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
     need_input, _, need_weight, need_bias = ctx.needs_input_grad
     grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
     compute_dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
-    image_windows = _image_windows(panoptic, kernel_size)
+    image_windows, full = _image_windows(panoptic, kernel_size)
     # Output pixel p received k²/sum(M_p) times its masked sum: scale its gradient likewise.
     grad_scaled = grad_output.to(compute_dtype, copy=True).contiguous()
     for b, windows in enumerate(image_windows):
         grad_b = grad_scaled[b].view(out_channels, -1)
-        scaled = grad_b.index_select(1, windows.pixels) * windows.scale(compute_dtype)
-        grad_b.index_copy_(1, windows.pixels, scaled)
+        if full:
+            grad_b.mul_(windows.scale(compute_dtype))
+        else:
+            grad_b.index_copy_(1, windows.pixels, grad_b.index_select(1, windows.pixels) * windows.scale(compute_dtype))
     input_c, weight_c = input.to(compute_dtype), weight.to(compute_dtype)
-    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_scaled, input_c, weight_c, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
-        [need_input, need_weight, False],
-    )
+    if full:
+        grad_input = torch.empty_like(input_c) if need_input else None
+        grad_weight = torch.zeros_like(weight_c) if need_weight else None
+    else:
+        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_scaled, input_c, weight_c, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
+            [need_input, need_weight, False],
+        )
     # The window relation is symmetric (q in the window of p iff p in the window of q,
     # and M_p(q) = M_q(p)), so the irregular pixels carry every correction.
     flipped = weight_c.flip(2, 3).transpose(0, 1).reshape(in_channels, -1)  # the transposed conv's taps
@@ -246,9 +274,12 @@ def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
             continue
         if need_input:
             columns = windows.gather(grad_scaled[b].view(out_channels, -1), windows.same)
-            exact = flipped @ columns  # (C, n)
-            grad_input[b].view(in_channels, -1).index_copy_(1, windows.pixels, exact.to(grad_input.dtype))
-        if need_weight:
+            _put(grad_input[b].view(in_channels, -1), windows, flipped @ columns, full)
+        if need_weight and full:
+            columns = windows.gather(input_c[b].reshape(in_channels, -1), windows.same)
+            grad_weight += (grad_scaled[b].view(out_channels, -1) @ columns.t()).view_as(grad_weight)
+        elif need_weight:
+            # Remove what the dense weight gradient took from the masked-out positions.
             excluded = windows.gather(input_c[b].reshape(in_channels, -1), windows.inside & ~windows.same)
             grad_at = grad_scaled[b].view(out_channels, -1).index_select(1, windows.pixels)  # (O, n)
             grad_weight -= (grad_at @ excluded.t()).view_as(grad_weight).to(grad_weight.dtype)

@@ -1,0 +1,220 @@
+"""Spatially-adaptive normalization (SPADE) and the SPADE residual block.
+
+SPADE (Park et al., CVPR 2019) normalizes activations with a parameter-free norm and
+then modulates them with a per-pixel scale ``gamma`` and shift ``beta`` predicted from
+the semantic label map:
+
+    out = norm(x) * (1 + gamma(label)) + beta(label)
+
+Panoptic-based image synthesis (Dundar et al., CVPR 2020, section 3.3) keeps the SPADE
+input a semantic map and swaps the 3x3 convolutions of every residual block for
+panoptic-aware partial convolutions guided by the panoptic map.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from pansynth.ops import PanopticConv2d
+from pansynth.ops.maps import downsample_map
+
+__all__ = ["NormKind", "ConvKind", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
+
+NormKind = Literal["instance", "batch", "syncbatch"]
+ConvKind = Literal["standard", "panoptic"]
+
+_NORMS = ("instance", "batch", "syncbatch")
+_CONVS = ("standard", "panoptic")
+_LRELU_SLOPE = 0.2
+
+
+def param_free_norm(kind: str, channels: int) -> nn.Module:
+    """A normalization layer without learned affine parameters.
+
+    ``"syncbatch"`` gives ``nn.SyncBatchNorm``, which synchronizes statistics across
+    processes only when ``torch.distributed`` is initialized; otherwise (single process,
+    CPU) it computes ordinary batch statistics, exactly like ``nn.BatchNorm2d``.
+    """
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=False)
+    if kind == "syncbatch":
+        return nn.SyncBatchNorm(channels, affine=False)
+    raise ValueError(f"norm must be one of {_NORMS}, got {kind!r}")
+
+
+def resize_label(label: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a label map to ``size`` by integer-stride slicing.
+
+    For integer factors this equals ``F.interpolate(label, size, mode="nearest")`` and
+    keeps one-hot maps one-hot (no bilinear blending of classes).
+
+    Args:
+        label (Tensor[N, L, H, W]): label map whose H, W are multiples of ``size``.
+        size: target (h, w).
+
+    Returns:
+        Tensor[N, L, h, w] (a view when no resizing is needed).
+    """
+    if label.dim() != 4:
+        raise ValueError(f"label map must be (N, L, H, W), got {tuple(label.shape)}")
+    return downsample_map(label, tuple(size))
+
+
+def _sync_norm_forward(norm: nn.SyncBatchNorm, x: Tensor) -> Tensor:
+    # SyncBatchNorm only supports accelerator tensors when a process group is active;
+    # a CPU run under torch.distributed falls back to local batch statistics.
+    if x.device.type == "cpu" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        use_batch_stats = norm.training or norm.running_mean is None
+        return F.batch_norm(
+            x,
+            norm.running_mean if not norm.training or norm.track_running_stats else None,
+            norm.running_var if not norm.training or norm.track_running_stats else None,
+            None,
+            None,
+            use_batch_stats,
+            norm.momentum if norm.momentum is not None else 0.0,
+            norm.eps,
+        )
+    return norm(x)
+
+
+class SPADENorm(nn.Module):
+    """Spatially-adaptive denormalization.
+
+    Args:
+        norm_channels: channels C of the features to normalize.
+        label_channels: channels L of the label map (one-hot semantic map [+ boundary]).
+        hidden: channels of the shared hidden convolution (128 in SPADE).
+        param_free: ``"instance"`` | ``"batch"`` | ``"syncbatch"``, the parameter-free norm.
+
+    Shapes:
+        forward(x (Tensor[N, C, h, w]), label (Tensor[N, L, H, W])) -> Tensor[N, C, h, w],
+        where H, W are integer multiples of h, w (the label map is subsampled by stride).
+
+    Example:
+        >>> norm = SPADENorm(8, 3, hidden=16)
+        >>> norm(torch.randn(2, 8, 4, 4), torch.ones(2, 3, 16, 16)).shape
+        torch.Size([2, 8, 4, 4])
+    """
+
+    def __init__(
+        self, norm_channels: int, label_channels: int, hidden: int = 128, param_free: NormKind = "instance"
+    ) -> None:
+        super().__init__()
+        self.norm_channels = norm_channels
+        self.label_channels = label_channels
+        self.param_free = param_free
+        self.norm = param_free_norm(param_free, norm_channels)
+        self.shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU())
+        self.gamma = nn.Conv2d(hidden, norm_channels, 3, padding=1)
+        self.beta = nn.Conv2d(hidden, norm_channels, 3, padding=1)
+
+    def forward(self, x: Tensor, label: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.norm_channels:
+            raise ValueError(
+                f"SPADENorm expected x of shape (N, {self.norm_channels}, h, w), got {tuple(x.shape)}"
+            )
+        if label.dim() != 4 or label.shape[1] != self.label_channels:
+            raise ValueError(
+                f"SPADENorm expected a label map of shape (N, {self.label_channels}, H, W), "
+                f"got {tuple(label.shape)}"
+            )
+        if isinstance(self.norm, nn.SyncBatchNorm):
+            normalized = _sync_norm_forward(self.norm, x)
+        else:
+            normalized = self.norm(x)
+        hidden = self.shared(resize_label(label.to(x.dtype), x.shape[-2:]))
+        return normalized * (1 + self.gamma(hidden)) + self.beta(hidden)
+
+    def extra_repr(self) -> str:
+        return f"norm_channels={self.norm_channels}, label_channels={self.label_channels}, {self.param_free}"
+
+
+def make_conv3x3(in_channels: int, out_channels: int, conv: ConvKind) -> nn.Module:
+    """A 3x3, stride-1, 'same'-padded convolution: plain or panoptic-aware."""
+    if conv == "standard":
+        return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    if conv == "panoptic":
+        return PanopticConv2d(in_channels, out_channels, 3)
+    raise ValueError(f"conv must be one of {_CONVS}, got {conv!r}")
+
+
+def apply_conv(conv: nn.Module, x: Tensor, panoptic: Tensor | None) -> Tensor:
+    """Call a layer from :func:`make_conv3x3`, passing the panoptic map to panoptic convs."""
+    if not isinstance(conv, PanopticConv2d):
+        return conv(x)
+    if panoptic is None:
+        raise ValueError("a panoptic convolution needs the panoptic map, got None")
+    return conv(x, panoptic)
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE residual block (Figure 5, right), optionally with panoptic-aware convolutions.
+
+    ``dx = conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))``; the shortcut is
+    ``conv_s(norm_s(x))`` (1x1, no bias) when the channel count changes, else ``x``.
+
+    Args:
+        in_channels, out_channels: feature channels in and out; the middle width is the minimum.
+        label_channels: channels of the label map fed to the SPADE norms.
+        conv: ``"standard"`` or ``"panoptic"`` for the two 3x3 convolutions. The 1x1
+            shortcut stays a plain convolution (a 1x1 partial convolution equals it).
+        spectral: apply spectral normalization to conv_0, conv_1 and conv_s.
+        norm: parameter-free norm of the SPADE layers.
+        hidden: width of the SPADE layers' hidden convolution.
+
+    Shapes:
+        forward(x (Tensor[N, in, h, w]), label (Tensor[N, L, H, W]), panoptic (Tensor[N, H', W']) int64)
+        -> Tensor[N, out, h, w]. The label and panoptic maps may be larger than x by an integer
+        stride; they are subsampled. ``panoptic`` may be None when ``conv="standard"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        label_channels: int,
+        conv: ConvKind = "standard",
+        spectral: bool = True,
+        norm: NormKind = "instance",
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        if conv not in _CONVS:
+            raise ValueError(f"conv must be one of {_CONVS}, got {conv!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.learned_shortcut = in_channels != out_channels
+        middle = min(in_channels, out_channels)
+        self.conv_0 = make_conv3x3(in_channels, middle, conv)
+        self.conv_1 = make_conv3x3(middle, out_channels, conv)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        if spectral:
+            self.conv_0 = spectral_norm(self.conv_0)
+            self.conv_1 = spectral_norm(self.conv_1)
+            if self.learned_shortcut:
+                self.conv_s = spectral_norm(self.conv_s)
+        self.norm_0 = SPADENorm(in_channels, label_channels, hidden, param_free=norm)
+        self.norm_1 = SPADENorm(middle, label_channels, hidden, param_free=norm)
+        if self.learned_shortcut:
+            self.norm_s = SPADENorm(in_channels, label_channels, hidden, param_free=norm)
+
+    def forward(self, x: Tensor, label: Tensor, panoptic: Tensor | None = None) -> Tensor:
+        if self.learned_shortcut:
+            shortcut = self.conv_s(self.norm_s(x, label))
+        else:
+            shortcut = x
+        dx = apply_conv(self.conv_0, F.leaky_relu(self.norm_0(x, label), _LRELU_SLOPE), panoptic)
+        dx = apply_conv(self.conv_1, F.leaky_relu(self.norm_1(dx, label), _LRELU_SLOPE), panoptic)
+        return shortcut + dx
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} -> {self.out_channels}"

@@ -1,0 +1,323 @@
+"""Generator: the four variants, the paper's parameter budget, hole filling, persistence, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pansynth.models import DenseHoleFillUpsample, Generator
+from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_upsample, semantic_one_hot
+
+NUM_CLASSES = 5
+SIZE = 64  # crop_size 64, "normal" -> 2x2 start
+
+
+def _maps(n: int = 2, height: int = SIZE, width: int = SIZE, seed: int = 0):
+    """Semantic and panoptic maps with odd-aligned, thin and small segments at every scale."""
+    generator = torch.Generator().manual_seed(seed)
+    ys = torch.arange(height)[:, None]
+    xs = torch.arange(width)[None, :]
+    semantic = torch.zeros(n, height, width, dtype=torch.long)
+    semantic[:, (ys // 11 + xs // 13).expand(height, width) % 2 == 1] = 1
+    semantic[:, 5:40, 7:30] = 2
+    semantic[:, 21:22, :] = 3  # one-pixel line: new at the highest resolution only
+    semantic[:, 45:58, 3:61] = 4
+    semantic[-1] = torch.where(torch.rand(height, width, generator=generator) < 0.05, 3, semantic[-1])
+    panoptic = semantic * 1000 + 17
+    panoptic[:, 5:40, 18:30] += 5  # two instances of class 2 touching at an odd column
+    panoptic[:, 45:58, 33:61] += 9  # two instances of class 4
+    return semantic, panoptic
+
+
+def _parameter_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("conv", ["standard", "panoptic"])
+@pytest.mark.parametrize("upsample", ["nearest", "panoptic"])
+def test_forward_backward_all_variants_reach_every_parameter(conv, upsample):
+    torch.manual_seed(0)
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, conv=conv, upsample=upsample, crop_size=SIZE)
+    semantic, panoptic = _maps()
+    image = generator(semantic, panoptic)
+    assert image.shape == (2, 3, SIZE, SIZE)
+    assert image.abs().max() <= 1
+    (image * torch.randn_like(image)).sum().backward()
+    for name, parameter in generator.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+    if upsample == "panoptic":
+        # Every stage has unmatched pixels (the maps are built so), so hole filling is wired in.
+        assert generator.upsample_layers is not None
+        assert any("proj" in name for name, _ in generator.named_parameters())
+
+
+def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
+    # SPADE's hidden width (128) by default; no forward pass here, so the full width is cheap.
+    paper = Generator(
+        NUM_CLASSES, ignore_index=255, ngf=4, conv="panoptic", upsample="panoptic", crop_size=SIZE
+    )
+    assert paper.head_0.norm_0.shared[0].weight.shape[0] == 128
+    baseline = Generator(
+        NUM_CLASSES,
+        ignore_index=255,
+        ngf=4,
+        conv="standard",
+        upsample="nearest",
+        boundary=False,
+        crop_size=SIZE,
+    )
+    assert paper.config["boundary"] is False
+    paper_shapes, baseline_shapes = _parameter_shapes(paper), _parameter_shapes(baseline)
+    extra = {name: shape for name, shape in paper_shapes.items() if name not in baseline_shapes}
+    assert set(baseline_shapes) <= set(paper_shapes)
+    assert all(paper_shapes[name] == shape for name, shape in baseline_shapes.items())
+    nf = 4
+    # x2 upsamplings of the "normal" generator work on 16nf, 16nf, 8nf, 4nf, 2nf channels:
+    # the 1x1 convs project the shared first layer's 16nf channels to the last three.
+    expected = {}
+    for index, channels in [(2, 8 * nf), (3, 4 * nf), (4, 2 * nf)]:
+        expected[f"upsample_layers.{index}.proj.weight"] = (channels, 16 * nf, 1, 1)
+        expected[f"upsample_layers.{index}.proj.bias"] = (channels,)
+    assert extra == expected
+    # The first layer is shared: its weights appear once, under "fc".
+    assert sum(1 for name in paper.state_dict() if name.endswith("weight") and "fc" in name.split(".")) == 1
+
+    # With SPADE's default boundary=True, the only difference is one more label input channel.
+    spade = Generator(
+        NUM_CLASSES, ignore_index=255, ngf=4, conv="standard", upsample="nearest", crop_size=SIZE
+    )
+    spade_shapes = _parameter_shapes(spade)
+    assert set(spade_shapes) == set(baseline_shapes)
+    differing = {name for name in spade_shapes if spade_shapes[name] != baseline_shapes[name]}
+    assert "fc.weight" in differing
+    label_channels = NUM_CLASSES + 1
+    for name in differing:
+        expected_shape = list(baseline_shapes[name])
+        assert expected_shape[1] == label_channels, name
+        expected_shape[1] += 1
+        assert spade_shapes[name] == tuple(expected_shape), name
+    # Exactly the layers that read the label map: the first layer and every SPADE shared conv.
+    assert differing == {"fc.weight"} | {name for name in baseline_shapes if name.endswith("shared.0.weight")}
+
+
+def test_single_segment_panoptic_upsampling_equals_nearest():
+    torch.manual_seed(2)
+    paper = Generator(
+        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="panoptic", crop_size=SIZE
+    ).eval()
+    nearest = Generator(
+        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="nearest", crop_size=SIZE
+    ).eval()
+    missing, unexpected = nearest.load_state_dict(paper.state_dict(), strict=False)
+    assert missing == [] and all(".proj." in name for name in unexpected)
+    semantic, _ = _maps(n=1)
+    panoptic = torch.full_like(semantic, 42)
+    torch.testing.assert_close(paper(semantic, panoptic), nearest(semantic, panoptic))
+    # With several segments the two differ (alignment correction and hole filling act).
+    semantic, panoptic = _maps(n=1)
+    assert not torch.allclose(paper(semantic, panoptic), nearest(semantic, panoptic))
+
+
+def test_dense_hole_filling_literal_and_equal_to_sparse_ops_module():
+    torch.manual_seed(3)
+    first_layer = PanopticConv2d(NUM_CLASSES + 1, 16, 3).double()
+    dense = DenseHoleFillUpsample(first_layer, 6).double()
+    sparse = PanopticUpsample(first_layer, 6, NUM_CLASSES, ignore_index=255).double()
+    sparse.proj.load_state_dict(dense.proj.state_dict())
+    assert [name for name, _ in dense.named_parameters()] == ["proj.weight", "proj.bias"]
+    semantic, panoptic = _maps(n=2, height=16, width=16, seed=4)
+    semantic[0, 0, :5] = 255
+    panoptic_low = panoptic[:, ::2, ::2]
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    label = semantic_one_hot(semantic, NUM_CLASSES, 255).double()
+    out = dense(x, label, panoptic_low, panoptic)
+    upsampled, matched = panoptic_upsample(x, panoptic_low, panoptic)
+    assert 0 < matched.sum() < matched.numel()
+    hole = F.conv2d(first_layer(label, panoptic), dense.proj.weight, dense.proj.bias)
+    for b, y, xx in [(0, 0, 0), (1, 5, 9), (0, 15, 15), (1, 10, 3)] + [
+        tuple(i) for i in (matched[:, 0] == 0).nonzero()[:5].tolist()
+    ]:
+        if matched[b, 0, y, xx]:
+            torch.testing.assert_close(out[b, :, y, xx], upsampled[b, :, y, xx])
+        else:
+            torch.testing.assert_close(out[b, :, y, xx], hole[b, :, y, xx])
+    torch.testing.assert_close(out, sparse(x, semantic, panoptic_low, panoptic))
+
+
+def test_generator_modes_batch_sizes_and_norms():
+    semantic, panoptic = _maps(n=2)
+    for norm in ("instance", "batch", "syncbatch"):
+        generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE, norm=norm)
+        first = generator(semantic, panoptic)
+        assert first.shape == (2, 3, SIZE, SIZE)
+        generator.eval()
+        single = generator(semantic[:1], panoptic[:1])
+        assert single.shape == (1, 3, SIZE, SIZE) and torch.isfinite(single).all()
+        if norm == "instance":  # per-sample statistics: batching does not change a sample's output
+            torch.testing.assert_close(single, generator(semantic, panoptic)[:1], atol=1e-5, rtol=1e-4)
+
+
+def test_num_upsampling_layers_and_aspect_ratio():
+    generator = Generator(
+        NUM_CLASSES,
+        ngf=4,
+        spade_hidden=16,
+        crop_size=64,
+        aspect_ratio=2.0,
+        conv="standard",
+        upsample="nearest",
+    )
+    assert generator.start_size == (1, 2) and generator.output_size == (32, 64)
+    semantic, panoptic = _maps(n=1, height=32, width=64)
+    assert generator(semantic, panoptic).shape == (1, 3, 32, 64)
+    more = Generator(
+        NUM_CLASSES, ngf=2, spade_hidden=16, crop_size=128, aspect_ratio=2.0, num_upsampling_layers="more"
+    )
+    assert more.output_size == (64, 128) and len(more.upsample_layers) == 6
+    most = Generator(
+        NUM_CLASSES, ngf=2, spade_hidden=16, crop_size=256, aspect_ratio=2.0, num_upsampling_layers="most"
+    )
+    assert most.output_size == (128, 256) and len(most.upsample_layers) == 7
+    assert most.conv_img.weight.shape == (3, 1, 3, 3)  # the extra up_4 block halves ngf
+    semantic, panoptic = _maps(n=1, height=64, width=128)
+    with torch.no_grad():
+        assert more.eval()(semantic, panoptic).shape == (1, 3, 64, 128)
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    torch.manual_seed(4)
+    generator = Generator(NUM_CLASSES, ignore_index=255, ngf=4, spade_hidden=16, crop_size=SIZE)
+    semantic, panoptic = _maps(n=2)
+    semantic[0, :3] = 255
+    generator(semantic, panoptic)  # a training step moves the spectral-norm power-iteration vectors
+    generator.eval()
+    expected = generator(semantic, panoptic)
+    out_dir = generator.save_pretrained(tmp_path / "export")
+    config = json.loads((out_dir / "config.json").read_text())
+    assert (
+        config["num_classes"] == NUM_CLASSES
+        and config["ignore_index"] == 255
+        and config["conv"] == "panoptic"
+    )
+    assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = Generator.from_pretrained(out_dir)
+    assert not loaded.training and loaded.config == generator.config
+    torch.testing.assert_close(loaded(semantic, panoptic), expected)
+    assert Generator(**generator.config).config == generator.config
+    # Saving again replaces the files atomically.
+    generator.save_pretrained(out_dir)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "model.safetensors"]
+    # deepcopy (an EMA copy) keeps the first layer shared with the hole-filling stages.
+    twin = copy.deepcopy(generator)
+    assert all(layer.first_layer is twin.fc for layer in twin.upsample_layers)
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Generator.from_pretrained(tmp_path / "nowhere")
+    small = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    small.save_pretrained(tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    config["ngf"] = 8
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match the generator"):
+        Generator.from_pretrained(tmp_path / "a")
+    config["ngf"], config["wings"] = 4, 2
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unknown generator arguments"):
+        Generator.from_pretrained(tmp_path / "a")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        small.save_pretrained(tmp_path / "file")
+
+
+def test_bad_inputs_raise_clear_errors():
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    semantic, panoptic = _maps(n=1)
+    with pytest.raises(ValueError, match="expects 64x64"):
+        generator(semantic[:, :32], panoptic[:, :32])
+    with pytest.raises(ValueError, match=r"semantic map holds class index 5, expected values in \[0, 4\]"):
+        generator(torch.full_like(semantic, NUM_CLASSES), panoptic)
+    with pytest.raises(ValueError, match="panoptic must be a .* integer tensor.*float32"):
+        generator(semantic, panoptic.float())
+    with pytest.raises(ValueError, match="must have the same shape"):
+        generator(semantic, panoptic[:, :, :32])
+    with pytest.raises(ValueError, match="not a one-hot map"):
+        generator(semantic_one_hot(semantic, NUM_CLASSES), panoptic)
+    with pytest.raises(ValueError, match="upsample must be"):
+        Generator(NUM_CLASSES, upsample="bilinear")
+    with pytest.raises(ValueError, match="too small"):
+        Generator(NUM_CLASSES, crop_size=16)
+    with pytest.raises(ValueError, match="1x1 map"):
+        Generator(NUM_CLASSES, crop_size=32)
+    with pytest.raises(ValueError, match="num_classes must be an integer"):
+        Generator(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_paper_generator_on_cuda_with_autocast():
+    torch.manual_seed(5)
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE).cuda()
+    semantic, panoptic = _maps()
+    semantic, panoptic = semantic.cuda(), panoptic.cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        image = generator(semantic, panoptic)
+    image.float().mean().backward()
+    assert torch.isfinite(image).all()
+    assert all(p.grad is not None for p in generator.parameters())
+    generator.eval()
+    cpu = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    cpu.load_state_dict({k: v.cpu() for k, v in generator.state_dict().items()})
+    torch.testing.assert_close(
+        generator(semantic, panoptic).cpu(), cpu.eval()(semantic.cpu(), panoptic.cpu()), atol=1e-4, rtol=1e-4
+    )
+
+
+COCO_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "coco_stuff_samples"
+
+
+def _coco_maps(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real COCO-Stuff label/instance maps, nearest-resized; panoptic id = label * 256 + inst."""
+    from PIL import Image
+
+    semantic, panoptic = [], []
+    for label_path in sorted((COCO_SAMPLES / "train_label").glob("*.png"))[:count]:
+        label = Image.open(label_path).resize((size, size), Image.NEAREST)
+        inst = Image.open(COCO_SAMPLES / "train_inst" / label_path.name).resize((size, size), Image.NEAREST)
+        label_t = torch.from_numpy(np.array(label)).long()
+        semantic.append(label_t)
+        panoptic.append(label_t * 256 + torch.from_numpy(np.array(inst)).long())
+    return torch.stack(semantic), torch.stack(panoptic)
+
+
+@pytest.mark.skipif(not (COCO_SAMPLES / "train_label").is_dir(), reason="COCO-Stuff samples not present")
+def test_paper_generator_on_real_coco_maps_sparse_equals_dense_hole_filling():
+    torch.manual_seed(6)
+    semantic, panoptic = _coco_maps(2, SIZE)
+    generator = Generator(182, ignore_index=255, ngf=4, spade_hidden=16, crop_size=SIZE)
+    assert generator.sparse_hole_filling
+    image = generator(semantic, panoptic)
+    image.square().mean().backward()
+    for index in (2, 3, 4):  # real maps leave holes at every stage that has a 1x1 projection
+        assert generator.upsample_layers[index].proj.weight.grad.abs().sum() > 0
+    # The same network with the literal dense hole filling gives the same images.
+    generator.eval()
+    dense = copy.deepcopy(generator)
+    layers = []
+    for layer in dense.upsample_layers:
+        replacement = DenseHoleFillUpsample(dense.fc, layer.out_channels)
+        if layer.proj is not None:
+            replacement.proj.load_state_dict(layer.proj.state_dict())
+        layers.append(replacement)
+    dense.upsample_layers = torch.nn.ModuleList(layers)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dense(semantic, panoptic), generator(semantic, panoptic), atol=1e-5, rtol=1e-4
+        )
