@@ -252,3 +252,43 @@ def test_cuda_autocast_half_precision():
     torch.testing.assert_close(out.double().cpu(), expected, rtol=2e-2, atol=2e-2)
     out.float().sum().backward()
     assert xc.grad.dtype == torch.float32 and torch.isfinite(wc.grad).all()
+
+
+@pytest.mark.parametrize("size", [6, 24])  # small maps take the full-recompute path, larger ones the sparse one
+def test_cpu_bfloat16_autocast(size):
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 8, size, size, generator=g, requires_grad=True)
+    weight = torch.randn(8, 8, 3, 3, generator=g, requires_grad=True)
+    panoptic = random_panoptic(2, size, size, g, block=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = panoptic_conv2d(x, panoptic, weight)
+    assert out.dtype == torch.bfloat16
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    expected = panoptic_conv2d(x64, panoptic, w64)
+
+    def relative_error(a, b):
+        return ((a.double() - b).norm() / b.norm()).item()
+
+    assert relative_error(out, expected) < 1e-2  # bf16 operands: 1e-3..1e-2
+    out.float().sum().backward()
+    expected.sum().backward()
+    assert x.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
+    assert relative_error(x.grad, x64.grad) < 1e-2
+    assert relative_error(weight.grad, w64.grad) < 1e-2
+
+
+def test_full_and_sparse_paths_agree(monkeypatch):
+    """The dense+sparse and the full-recompute strategies compute the same function."""
+    import pansynth.ops.panoptic_conv as module
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 12, 12, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    panoptic = random_panoptic(2, 12, 12, g, block=4)
+    results = []
+    for share in (1.0, 0.0):  # never / always take the full path
+        monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", share)
+        out = panoptic_conv2d(x, panoptic, weight)
+        results.append((out, *torch.autograd.grad(out.square().sum(), (x, weight))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

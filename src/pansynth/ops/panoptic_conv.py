@@ -202,11 +202,13 @@ class _PanopticConv2dFunction(torch.autograd.Function):
         kernel_size = weight.shape[-1]
         radius = kernel_size // 2
         out_channels = weight.shape[0]
+        autocast = _autocast_state(input.device.type)
         image_windows, full = _image_windows(panoptic, kernel_size)
         # Dense convolution is exact wherever the window is full and single-segment;
         # the irregular pixels are recomputed with their mask and rescaled (eq. 2).
         if full:
-            output = input.new_empty(input.shape[0], out_channels, *input.shape[2:])
+            dtype = autocast["dtype"] if autocast["enabled"] else input.dtype
+            output = input.new_empty(input.shape[0], out_channels, *input.shape[2:], dtype=dtype)
         else:
             output = F.conv2d(input, weight, bias, padding=radius)
         weight_matrix = weight.reshape(out_channels, -1)
@@ -220,7 +222,7 @@ class _PanopticConv2dFunction(torch.autograd.Function):
             _put(output[b].view(out_channels, -1), windows, exact, full)
         ctx.save_for_backward(input, panoptic, weight)
         ctx.has_bias = bias is not None
-        ctx.autocast = _autocast_state(input.device.type)
+        ctx.autocast = autocast
         return output
 
     @staticmethod
