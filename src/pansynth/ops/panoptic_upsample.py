@@ -122,7 +122,6 @@ def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Ten
     upsampled = F.interpolate(features, scale_factor=2, mode="nearest")
     # The offset of each candidate; holes read the nearest source and are zeroed.
     offsets = torch.tensor([d_row * low_w + d_col for d_row, d_col in CANDIDATES] + [0], device=features.device)
-    nearest = _nearest_sources(low_h, low_w, features.device).reshape(-1)
     for b in range(n):
         choice_b = choice[b].reshape(-1)
         pixels = (choice_b != 0).nonzero().squeeze(1)
@@ -130,7 +129,8 @@ def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Ten
             continue
         chosen = choice_b[pixels].long()
         hole = chosen == len(CANDIDATES)
-        source = nearest[pixels] + offsets[chosen]
+        nearest = (pixels // (4 * low_w)) * low_w + (pixels % (2 * low_w)) // 2  # r * w + c
+        source = nearest + offsets[chosen]
         values = features[b].reshape(channels, -1).index_select(1, source)
         values = values.masked_fill(hole, 0)
         upsampled[b].view(channels, -1).index_copy_(1, pixels, values)
