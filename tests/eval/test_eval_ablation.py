@@ -1,0 +1,83 @@
+import json
+import re
+
+import pytest
+
+from pansynth.eval.ablation import VARIANTS, run_ablation
+
+TINY = [
+    "model.ngf=4",
+    "model.ndf=4",
+    "model.norm=batch",
+    "batch_size=2",
+    "data.load_size=[32, 32]",
+    "ema=null",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from pansynth.data import write_synthetic_dataset
+
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("data") / "scenes", num=6, size=32, seed=1, val_fraction=0.34
+    )
+
+
+def test_ablation_trains_three_variants_and_resumes(synthetic_root, tmp_path):
+    from pansynth.train.trainer import train
+
+    calls = []
+
+    def counting_train(config, run_dir):
+        calls.append((config.model.conv, config.model.upsample, config.model.boundary, config.max_steps))
+        return train(config, run_dir)
+
+    out = tmp_path / "ablation"
+    summary = run_ablation("demo", synthetic_root, 2, out, overrides=TINY, train_fn=counting_train)
+    assert calls == [
+        ("standard", "nearest", True, 2),
+        ("panoptic", "nearest", None, 2),
+        ("panoptic", "panoptic", None, 2),
+    ]
+    table = (out / "ablation.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    assert [row.split("|")[1].strip() for row in rows] == [label for _, label, _ in VARIANTS]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert len(cells) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", c) for c in cells), row
+    stored = json.loads((out / "ablation.json").read_text())
+    assert [v["variant"] for v in stored["variants"]] == ["baseline", "panoptic_conv", "panoptic_upsampling"]
+    assert all(v["metrics"]["separation"] >= 0 for v in stored["variants"])
+    assert "mIoU" in stored["skipped"]
+    assert summary["budget"] == 2
+
+    # a re-run resumes the finished runs (no new checkpoint) and reuses their evaluations
+    checkpoints = sorted(p.name for p in out.glob("*/checkpoints/*.pt"))
+    run_ablation("demo", synthetic_root, 2, out, overrides=TINY, train_fn=counting_train)
+    assert sorted(p.name for p in out.glob("*/checkpoints/*.pt")) == checkpoints
+    assert not list(out.glob("*/eval.bak*"))
+    assert (out / "ablation.md").read_text() == table
+    assert not (out / "ablation.md.bak").exists()  # same content: nothing to keep
+
+
+def test_ablation_rejects_bad_budget(tmp_path):
+    with pytest.raises(ValueError, match="--budget"):
+        run_ablation("demo", tmp_path, 0, tmp_path / "out")
+
+
+def test_table_mean_and_std_over_seeds():
+    from pansynth.eval.ablation import format_table
+
+    rows = [
+        {
+            "label": "A",
+            "metrics": {},
+            "per_seed": {"mIoU": [60.0, 62.0, 64.0], "separation": [0.25, 0.35, 0.3]},
+        },
+        {"label": "B", "metrics": {}, "per_seed": {"mIoU": [70.0]}},
+    ]
+    lines = format_table(rows).splitlines()
+    assert lines[0] == "| Method | mIoU ↑ | separation ↑ |"
+    assert lines[2] == "| A | 62.00 ± 2.00 | 0.300 ± 0.050 |"  # sample standard deviation
+    assert lines[3] == "| B | 70.00 | n/a |"

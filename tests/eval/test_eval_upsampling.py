@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from pansynth.eval import upsampling_stats
+from pansynth.eval.upsampling import dataset_upsampling_stats, format_table, write_analysis
+
+
+def _reference(panoptic: np.ndarray, levels: int) -> list[dict]:
+    """Literal loops over every high-resolution pixel."""
+    out = []
+    for level in range(levels, 0, -1):
+        s = 2**level
+        low, high = panoptic[::s, ::s], panoptic[:: s // 2, :: s // 2]
+        misaligned = holes = 0
+        for y in range(high.shape[0]):
+            for x in range(high.shape[1]):
+                r, c = y // 2, x // 2
+                if high[y, x] != low[r, c]:
+                    misaligned += 1
+                found = False
+                for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
+                    if r + dr < low.shape[0] and c + dc < low.shape[1] and low[r + dr, c + dc] == high[y, x]:
+                        found = True
+                if not found:
+                    holes += 1
+        out.append({"stride": s, "misaligned": misaligned / high.size, "holes": holes / high.size})
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape,levels,seed", [((16, 16), 3, 0), ((20, 36), 2, 1), ((33, 17), 4, 2), ((8, 8), 1, 3)]
+)
+def test_matches_literal_loops_on_random_maps(shape, levels, seed):
+    rng = np.random.default_rng(seed)
+    # blocky random maps so that some pixels match and some do not
+    coarse = rng.integers(0, 4, size=(shape[0] // 3 + 1, shape[1] // 3 + 1))
+    panoptic = np.kron(coarse, np.ones((3, 3), dtype=np.int64))[: shape[0], : shape[1]]
+    panoptic = panoptic + (rng.random(shape) < 0.1) * 7
+    got = upsampling_stats(torch.from_numpy(panoptic), levels)
+    expected = _reference(panoptic, levels)
+    assert [g["stride"] for g in got] == [e["stride"] for e in expected]
+    for g, e in zip(got, expected):
+        assert g["misaligned"] == pytest.approx(e["misaligned"])
+        assert g["holes"] == pytest.approx(e["holes"])
+    assert upsampling_stats(panoptic, levels) == got  # numpy input works too
+
+
+def test_hand_made_holes():
+    panoptic = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [2, 2, 0, 0], [2, 2, 0, 3]])
+    # low = [[0, 0], [2, 0]]: the three pixels of ids 1 and 3 are copied from id 0 and no candidate has them
+    assert upsampling_stats(panoptic, 1) == [{"stride": 2, "misaligned": 3 / 16, "holes": 3 / 16}]
+
+
+def test_hand_made_misalignment_without_hole():
+    panoptic = np.array([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    # pixel (1, 1) gets low[0, 0] = 0 but its id 1 is at the right neighbour low[0, 1]: misaligned, no hole
+    assert upsampling_stats(panoptic, 1) == [{"stride": 2, "misaligned": 1 / 16, "holes": 0.0}]
+
+
+def test_single_segment_and_order_of_steps():
+    stats = upsampling_stats(torch.full((32, 64), 4), 5)
+    assert [s["stride"] for s in stats] == [32, 16, 8, 4, 2]
+    assert all(s["misaligned"] == 0 and s["holes"] == 0 for s in stats)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="too small"):
+        upsampling_stats(torch.zeros(8, 8, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="integer map"):
+        upsampling_stats(torch.zeros(8, 8), 1)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        upsampling_stats(torch.zeros(1, 8, 8, dtype=torch.long), 1)
+
+
+def test_dataset_average_pools_pixels_and_writes_chart(tmp_path):
+    a = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [2, 2, 0, 0], [2, 2, 0, 3]])
+    b = np.zeros((4, 4), dtype=np.int64)
+    stats = dataset_upsampling_stats([torch.from_numpy(a), torch.from_numpy(b)], levels=1)
+    assert stats[0]["misaligned"] == pytest.approx(3 / 32)
+    assert stats[0]["holes_mean_image"] == pytest.approx(3 / 32)
+    assert stats[0]["images"] == 2
+    assert "9.38" in format_table(stats)  # 3/32 in percent
+    paths = write_analysis(stats, tmp_path, {"dataset": "toy", "split": "val", "images": 2})
+    assert paths["png"].stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(paths["png"]) as image:
+        assert image.size[0] > 200
