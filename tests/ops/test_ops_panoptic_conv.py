@@ -11,6 +11,16 @@ from hypothesis import strategies as st
 from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_conv2d_labels, semantic_one_hot
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=["sparse", "full"])
+def strategy(request, monkeypatch):
+    """Run a test with each of the two exact strategies of the implementation: dense conv +
+    tap-wise corrections at irregular pixels, or every window recomputed from its mask."""
+    import pansynth.ops.panoptic_conv as module
+
+    monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", 1.0 if request.param == "sparse" else -1.0)
+    return request.param
 # Irregular, non-contiguous ids, negative and huge ones included.
 ID_VALUES = torch.tensor([-7, 0, 3, 1_000_003, 2**40 + 5, 24001, 24002])
 
@@ -52,7 +62,7 @@ def random_panoptic(n, height, width, generator, block=2):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_matches_literal_equation(device, kernel_size, with_bias):
+def test_matches_literal_equation(device, kernel_size, with_bias, strategy):
     g = torch.Generator().manual_seed(kernel_size + 10 * with_bias)
     x = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
     panoptic = random_panoptic(2, 7, 9, g)
@@ -84,7 +94,7 @@ def test_property_random_maps(seed, height, width, num_ids):
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_gradcheck(kernel_size):
+def test_gradcheck(kernel_size, strategy):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
     panoptic = random_panoptic(2, 5, 6, g)
@@ -95,7 +105,7 @@ def test_gradcheck(kernel_size):
     )
 
 
-def test_gradients_match_literal_autograd():
+def test_gradients_match_literal_autograd(strategy):
     """The hand-written backward equals autograd through the literal reference."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
@@ -145,7 +155,7 @@ def test_segments_do_not_leak():
     assert not torch.allclose(before[~other], after[~other])
 
 
-def test_non_contiguous_and_channels_last_inputs():
+def test_non_contiguous_and_channels_last_inputs(strategy):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 6, 10, generator=g, dtype=torch.float64)
     panoptic = random_panoptic(2, 6, 10, g)
@@ -257,7 +267,7 @@ def test_cuda_autocast_half_precision():
 
 
 @pytest.mark.parametrize("size", [6, 24])  # small maps take the full-recompute path, larger ones the sparse one
-def test_cpu_bfloat16_autocast(size):
+def test_cpu_bfloat16_autocast(size, strategy):
     g = torch.Generator().manual_seed(10)
     x = torch.randn(2, 8, size, size, generator=g, requires_grad=True)
     weight = torch.randn(8, 8, 3, 3, generator=g, requires_grad=True)

@@ -157,6 +157,17 @@ class _SparseWindows:
         """k² / sum(M) per irregular pixel (Tensor[n])."""
         return self.window_size / self.count.to(dtype)
 
+    def excluded(self) -> list[tuple[int, Tensor]]:
+        """(tap t, rows) pairs: the rows (into ``pixels``) whose window position t lies inside
+        the image but holds another id, i.e. what a dense convolution adds and eq. 2 does not."""
+        excluded = self.inside & ~self.same
+        taps = []
+        for t in range(self.window_size):
+            rows = excluded[:, t].nonzero().squeeze(1)
+            if len(rows):
+                taps.append((t, rows))
+        return taps
+
     def gather(self, values: Tensor, mask: Tensor) -> Tensor:
         """Masked windows of ``values`` (Tensor[C, H*W]) as a matrix (Tensor[C * k*k, n]).
 
@@ -174,6 +185,24 @@ class _SparseWindows:
 # segment boundaries cover most windows) every window is computed from its mask
 # instead of running the dense convolution and then recomputing most of it.
 FULL_RECOMPUTE_SHARE = 0.5
+
+
+def _excluded_sums(windows: _SparseWindows, values: Tensor, taps: Tensor, dtype: torch.dtype) -> Tensor:
+    """What the masked-out window positions add to a dense convolution at the irregular pixels.
+
+    Args:
+        values (Tensor[C, H*W]): the convolved map of one image.
+        taps (Tensor[k*k, O, C]): the kernel, one (O, C) matrix per window position.
+
+    Returns:
+        Tensor[O, n]: sum over excluded positions t of taps[t] @ values[:, neighbour_t].
+    """
+    sums = values.new_zeros(len(windows.pixels), taps.shape[1], dtype=dtype)
+    for t, rows in windows.excluded():
+        neighbours = values.index_select(1, windows.neighbours[rows, t]).to(dtype)
+        # Rows of (n, O) are contiguous: index_add_ along dim 0 is much faster than along dim 1.
+        sums.index_add_(0, rows, neighbours.t() @ taps[t].t().to(dtype))
+    return sums.t()
 
 
 def _image_windows(panoptic: Tensor, kernel_size: int) -> tuple[list[_SparseWindows], bool]:
@@ -211,15 +240,28 @@ class _PanopticConv2dFunction(torch.autograd.Function):
             output = input.new_empty(input.shape[0], out_channels, *input.shape[2:], dtype=dtype)
         else:
             output = F.conv2d(input, weight, bias, padding=radius)
-        weight_matrix = weight.reshape(out_channels, -1)
+        if full:
+            weight_matrix = weight.reshape(out_channels, -1)
+        else:
+            weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
         for b, windows in enumerate(image_windows):
             if len(windows.pixels) == 0:
                 continue
-            columns = windows.gather(input[b].reshape(input.shape[1], -1), windows.same)
-            exact = (weight_matrix.to(columns.dtype) @ columns) * windows.scale(columns.dtype)  # (O, n)
+            output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(input.shape[1], -1)
+            if full:
+                columns = windows.gather(input_b, windows.same)
+                exact = weight_matrix.to(columns.dtype) @ columns  # (O, n)
+            else:
+                # Remove from the dense sums what the masked-out positions added, tap by tap
+                # (at a boundary pixel only a few of the k*k positions are masked out).
+                exact = output_b.index_select(1, windows.pixels)
+                exact = exact - _excluded_sums(windows, input_b, weight_taps, exact.dtype)
+                if bias is not None:
+                    exact = exact - bias.to(exact.dtype)[:, None]
+            exact = exact * windows.scale(exact.dtype)
             if bias is not None:
                 exact = exact + bias.to(exact.dtype)[:, None]
-            _put(output[b].view(out_channels, -1), windows, exact, full)
+            _put(output_b, windows, exact, full)
         ctx.save_for_backward(input, panoptic, weight)
         ctx.has_bias = bias is not None
         ctx.autocast = autocast
@@ -270,21 +312,36 @@ def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
         )
     # The window relation is symmetric (q in the window of p iff p in the window of q,
     # and M_p(q) = M_q(p)), so the irregular pixels carry every correction.
-    flipped = weight_c.flip(2, 3).transpose(0, 1).reshape(in_channels, -1)  # the transposed conv's taps
+    if full:
+        flipped = weight_c.flip(2, 3).transpose(0, 1).reshape(in_channels, -1)  # the transposed conv's taps
+    else:
+        weight_taps = weight_c.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
+        flipped_taps = weight_taps.flip(0).transpose(1, 2)  # (k*k, C, O): the transposed conv's taps
+        weight_corrections = torch.zeros_like(weight_taps)
     for b, windows in enumerate(image_windows):
         if len(windows.pixels) == 0:
             continue
+        grad_b = grad_scaled[b].view(out_channels, -1)
+        input_b = input_c[b].reshape(in_channels, -1)
+        if full:
+            if need_input:
+                _put(grad_input[b].view(in_channels, -1), windows, flipped @ windows.gather(grad_b, windows.same), full)
+            if need_weight:
+                grad_weight += (grad_b @ windows.gather(input_b, windows.same).t()).view_as(grad_weight)
+            continue
+        # The window relation is symmetric (q in the window of p iff p in the window of q,
+        # and M_p(q) = M_q(p)): the excluded pairs of the forward pass carry every correction.
         if need_input:
-            columns = windows.gather(grad_scaled[b].view(out_channels, -1), windows.same)
-            _put(grad_input[b].view(in_channels, -1), windows, flipped @ columns, full)
-        if need_weight and full:
-            columns = windows.gather(input_c[b].reshape(in_channels, -1), windows.same)
-            grad_weight += (grad_scaled[b].view(out_channels, -1) @ columns.t()).view_as(grad_weight)
-        elif need_weight:
-            # Remove what the dense weight gradient took from the masked-out positions.
-            excluded = windows.gather(input_c[b].reshape(in_channels, -1), windows.inside & ~windows.same)
-            grad_at = grad_scaled[b].view(out_channels, -1).index_select(1, windows.pixels)  # (O, n)
-            grad_weight -= (grad_at @ excluded.t()).view_as(grad_weight).to(grad_weight.dtype)
+            # Pixel q received from p = q + d_t through tap -d_t, i.e. the flipped taps.
+            grad_input_b = grad_input[b].view(in_channels, -1)
+            excluded = _excluded_sums(windows, grad_b, flipped_taps, grad_input_b.dtype)
+            grad_input_b.index_copy_(1, windows.pixels, grad_input_b.index_select(1, windows.pixels) - excluded)
+        if need_weight:
+            for t, rows in windows.excluded():
+                neighbours = input_b.index_select(1, windows.neighbours[rows, t])
+                weight_corrections[t] += grad_b.index_select(1, windows.pixels[rows]) @ neighbours.t()
+    if need_weight and not full:
+        grad_weight -= weight_corrections.permute(1, 2, 0).reshape_as(grad_weight).to(grad_weight.dtype)
     if grad_input is not None:
         grad_input = grad_input.to(input.dtype)
     if grad_weight is not None:

@@ -198,7 +198,13 @@ class PanopticUpsample(nn.Module):
         if self.proj is not None:
             weight = self.proj.weight.view(self.proj.out_channels, -1)
             fill = fill @ weight.t() + self.proj.bias
-        batch, rows, cols = holes.unbind(1)
-        out = upsampled.clone()
-        out[batch, :, rows, cols] = fill.to(out.dtype)  # upsampled is 0 there: same as adding
-        return out
+        # upsampled is 0 at the holes, so writing the fill equals adding it (eq. 3); the
+        # tensor is this function's own, so it is written in place rather than copied.
+        fill = fill.to(upsampled.dtype)
+        width = upsampled.shape[-1]
+        for b in range(upsampled.shape[0]):
+            in_image = (holes[:, 0] == b).nonzero().squeeze(1)
+            if len(in_image):
+                pixels = holes[in_image, 1] * width + holes[in_image, 2]
+                upsampled[b].view(upsampled.shape[1], -1).index_copy_(1, pixels, fill[in_image].t())
+        return upsampled
