@@ -13,16 +13,18 @@ from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_conv2d_labels
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(params=["sparse", "full"])
+@pytest.fixture(params=["sparse", "full", "sparse-large-map-path", "full-large-map-path"])
 def strategy(request, monkeypatch):
-    """Run a test with each of the two exact strategies of the implementation: dense conv +
-    tap-wise corrections at irregular pixels, or every window recomputed from its mask."""
+    """Run a test with each exact strategy of the implementation (dense conv + tap-wise
+    corrections at the irregular pixels, or every window recomputed from its mask), and with
+    each way of finding the irregular pixels (batched masks for small maps, shifted
+    comparisons for large ones)."""
     import pansynth.ops.panoptic_conv as module
 
-    monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", 1.0 if request.param == "sparse" else -1.0)
+    monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", 1.0 if request.param.startswith("sparse") else -1.0)
+    if request.param.endswith("large-map-path"):
+        monkeypatch.setattr(module, "SMALL_MAP_PIXELS", 0)
     return request.param
-# Irregular, non-contiguous ids, negative and huge ones included.
-ID_VALUES = torch.tensor([-7, 0, 3, 1_000_003, 2**40 + 5, 24001, 24002])
 
 
 def reference_panoptic_conv2d(x, panoptic, weight, bias=None):

@@ -60,11 +60,6 @@ def _check_conv_args(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tens
     return radius
 
 
-def _offsets(radius: int) -> list[tuple[int, int]]:
-    """Window offsets (dy, dx) in the row-major order of the kernel's (ky, kx)."""
-    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-
-
 def irregular_pixels(panoptic: Tensor, kernel_size: int) -> Tensor:
     """Pixels whose k x k window is not a full, single-segment window.
 
@@ -92,10 +87,8 @@ def irregular_pixels(panoptic: Tensor, kernel_size: int) -> Tensor:
         for dx in range(-radius, radius + 1):
             if dy == 0 and dx <= 0:
                 continue
-            rows = slice(0, height - dy)
-            cols = slice(max(0, -dx), width - max(0, dx))
-            rows_shifted = slice(dy, height)
-            cols_shifted = slice(max(0, dx), width - max(0, -dx))
+            rows, rows_shifted = slice(0, height - dy), slice(dy, height)
+            cols, cols_shifted = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width - max(0, -dx))
             differ = panoptic[:, rows, cols] != panoptic[:, rows_shifted, cols_shifted]
             irregular[:, rows, cols] |= differ
             irregular[:, rows_shifted, cols_shifted] |= differ
@@ -103,7 +96,7 @@ def irregular_pixels(panoptic: Tensor, kernel_size: int) -> Tensor:
 
 
 def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The masks M of eq. 1 for every window, dense (for analysis and tests).
+    """The masks M of eq. 1 for every window, as dense maps.
 
     Returns:
         ``(same, count, boundary)``: ``same`` (Tensor[N, k*k, H, W] bool) is M for the window
@@ -112,17 +105,14 @@ def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Te
         the image.
     """
     radius = kernel_size // 2
-    n, height, width = panoptic.shape
-    padded = pad_map(panoptic, radius)
+    # (N, H, W, k, k) views of every window, without copies.
+    windows = pad_map(panoptic, radius).unfold(1, kernel_size, 1).unfold(2, kernel_size, 1)
     inside = pad_map(torch.ones_like(panoptic, dtype=torch.bool), radius)
-    same = torch.empty(n, kernel_size * kernel_size, height, width, dtype=torch.bool, device=panoptic.device)
-    boundary = torch.zeros(n, height, width, dtype=torch.bool, device=panoptic.device)
-    for t, (dy, dx) in enumerate(_offsets(radius)):
-        rows = slice(radius + dy, radius + dy + height)
-        cols = slice(radius + dx, radius + dx + width)
-        equal = padded[:, rows, cols] == panoptic
-        boundary |= inside[:, rows, cols] & ~equal
-        same[:, t] = equal & inside[:, rows, cols]
+    inside = inside.unfold(1, kernel_size, 1).unfold(2, kernel_size, 1)
+    equal = windows == panoptic[..., None, None]
+    same = (equal & inside).flatten(3)
+    boundary = (inside & ~equal).flatten(3).any(-1)
+    same = same.permute(0, 3, 1, 2).contiguous()
     return same, same.sum(1, keepdim=True), boundary
 
 
@@ -168,24 +158,6 @@ class _SparseWindows:
                 taps.append((t, rows))
         return taps
 
-    def gather(self, values: Tensor, mask: Tensor) -> Tensor:
-        """Masked windows of ``values`` (Tensor[C, H*W]) as a matrix (Tensor[C * k*k, n]).
-
-        Rows are ordered (c, ky, kx) like ``weight.reshape(O, -1)``'s columns, so that a
-        single matrix product with the weight gives the windows' outputs.
-        """
-        channels = values.shape[0]
-        windows = values.index_select(1, self.neighbours.t().reshape(-1))
-        windows = windows.view(channels, self.window_size, len(self.pixels))
-        windows.mul_(mask.t().to(windows.dtype))
-        return windows.view(-1, len(self.pixels))
-
-
-# Above this share of irregular pixels (small maps, where the border band and the
-# segment boundaries cover most windows) every window is computed from its mask
-# instead of running the dense convolution and then recomputing most of it.
-FULL_RECOMPUTE_SHARE = 0.5
-
 
 def _excluded_sums(windows: _SparseWindows, values: Tensor, taps: Tensor, dtype: torch.dtype) -> Tensor:
     """What the masked-out window positions add to a dense convolution at the irregular pixels.
@@ -205,74 +177,25 @@ def _excluded_sums(windows: _SparseWindows, values: Tensor, taps: Tensor, dtype:
     return sums.t()
 
 
-def _image_windows(panoptic: Tensor, kernel_size: int) -> tuple[list[_SparseWindows], bool]:
-    """The windows to compute exactly, per image, and whether that is every window."""
-    irregular = irregular_pixels(panoptic, kernel_size)
-    full = irregular.numel() > 0 and irregular.float().mean().item() > FULL_RECOMPUTE_SHARE
-    if full:
-        every = torch.arange(irregular[0].numel(), device=panoptic.device)
-        pixels = [every] * panoptic.shape[0]
-    else:
-        pixels = [irregular[b].reshape(-1).nonzero().squeeze(1) for b in range(panoptic.shape[0])]
-    return [_SparseWindows(panoptic[b], pixels[b], kernel_size // 2) for b in range(panoptic.shape[0])], full
+def _image_windows(panoptic: Tensor, irregular: Tensor, kernel_size: int) -> list[_SparseWindows]:
+    """The windows of the irregular pixels, per image."""
+    return [
+        _SparseWindows(panoptic[b], irregular[b].reshape(-1).nonzero().squeeze(1), kernel_size // 2)
+        for b in range(panoptic.shape[0])
+    ]
 
 
-def _put(target: Tensor, windows: _SparseWindows, values: Tensor, full: bool) -> None:
-    """target (Tensor[C, H*W])[:, windows.pixels] = values (Tensor[C, n])."""
-    if full:
-        target.copy_(values)
-    else:
-        target.index_copy_(1, windows.pixels, values.to(target.dtype))
+# Above this share of irregular pixels (small maps, where the border band and the
+# segment boundaries cover most windows) every window is computed from its mask
+# instead of running the dense convolution and then correcting most of it.
+FULL_RECOMPUTE_SHARE = 0.5
+# Maps up to this many pixels get their masks in one batched pass (few, larger operations);
+# larger ones first look for the irregular pixels with cheaper shifted comparisons.
+SMALL_MAP_PIXELS = 4096
 
 
-class _PanopticConv2dFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        kernel_size = weight.shape[-1]
-        radius = kernel_size // 2
-        out_channels = weight.shape[0]
-        autocast = _autocast_state(input.device.type)
-        image_windows, full = _image_windows(panoptic, kernel_size)
-        # Dense convolution is exact wherever the window is full and single-segment;
-        # the irregular pixels are recomputed with their mask and rescaled (eq. 2).
-        if full:
-            dtype = autocast["dtype"] if autocast["enabled"] else input.dtype
-            output = input.new_empty(input.shape[0], out_channels, *input.shape[2:], dtype=dtype)
-        else:
-            output = F.conv2d(input, weight, bias, padding=radius)
-        if full:
-            weight_matrix = weight.reshape(out_channels, -1)
-        else:
-            weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
-        for b, windows in enumerate(image_windows):
-            if len(windows.pixels) == 0:
-                continue
-            output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(input.shape[1], -1)
-            if full:
-                columns = windows.gather(input_b, windows.same)
-                exact = weight_matrix.to(columns.dtype) @ columns  # (O, n)
-            else:
-                # Remove from the dense sums what the masked-out positions added, tap by tap
-                # (at a boundary pixel only a few of the k*k positions are masked out).
-                exact = output_b.index_select(1, windows.pixels)
-                exact = exact - _excluded_sums(windows, input_b, weight_taps, exact.dtype)
-                if bias is not None:
-                    exact = exact - bias.to(exact.dtype)[:, None]
-            exact = exact * windows.scale(exact.dtype)
-            if bias is not None:
-                exact = exact + bias.to(exact.dtype)[:, None]
-            _put(output_b, windows, exact, full)
-        ctx.save_for_backward(input, panoptic, weight)
-        ctx.has_bias = bias is not None
-        ctx.autocast = autocast
-        return output
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: Tensor):
-        input, panoptic, weight = ctx.saved_tensors
-        with torch.autocast(input.device.type, **ctx.autocast):
-            return _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight)
+def _use_full_recompute(irregular: Tensor) -> bool:
+    return irregular.numel() > 0 and irregular.float().mean().item() > FULL_RECOMPUTE_SHARE
 
 
 def _autocast_state(device_type: str) -> dict:
@@ -285,68 +208,152 @@ def _autocast_state(device_type: str) -> dict:
     return {"enabled": True, "dtype": torch.get_autocast_dtype(device_type)}
 
 
-def _panoptic_conv2d_backward(ctx, grad_output, input, panoptic, weight):
+class _PanopticConv2dFunction(torch.autograd.Function):
+    """Eq. 2 with a hand-written backward; saves only the input, the ids and the weight."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        kernel_size = weight.shape[-1]
+        if panoptic.shape[1] * panoptic.shape[2] <= SMALL_MAP_PIXELS:
+            # Small maps: one batched pass gives the masks and the choice of strategy.
+            same, count, _ = window_masks(panoptic, kernel_size)
+            irregular = count[:, 0] < kernel_size * kernel_size
+        else:
+            irregular = irregular_pixels(panoptic, kernel_size)
+        ctx.full = _use_full_recompute(irregular)
+        ctx.autocast = _autocast_state(input.device.type)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(input, panoptic, weight)
+        if ctx.full:
+            dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else input.dtype
+            if panoptic.shape[1] * panoptic.shape[2] > SMALL_MAP_PIXELS:
+                same, count, _ = window_masks(panoptic, kernel_size)
+            return _full_forward(input, same, count, weight, bias, dtype)
+        return _sparse_forward(input, panoptic, irregular, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        input, panoptic, weight = ctx.saved_tensors
+        need_input, _, need_weight, need_bias = ctx.needs_input_grad
+        grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
+        dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
+        with torch.autocast(input.device.type, **ctx.autocast):
+            backward = _full_backward if ctx.full else _sparse_backward
+            grad_input, grad_weight = backward(
+                grad_output.to(dtype), input.to(dtype), panoptic, weight.to(dtype), need_input, need_weight
+            )
+        if grad_input is not None:
+            grad_input = grad_input.to(input.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_input, None, grad_weight, grad_bias
+
+
+# --- every window from its mask, batched (small maps) --------------------------------------
+
+
+def _masked_columns(values: Tensor, same: Tensor, kernel_size: int) -> Tensor:
+    """im2col of values (Tensor[N, C, H, W]) times the masks: Tensor[N, C*k*k, H*W]."""
+    n, channels = values.shape[:2]
+    columns = F.unfold(values, kernel_size, padding=kernel_size // 2)
+    columns = columns.view(n, channels, kernel_size * kernel_size, -1) * same.flatten(2).unsqueeze(1)
+    return columns.view(n, channels * kernel_size * kernel_size, -1)
+
+
+def _full_forward(input, same, count, weight, bias, dtype) -> Tensor:
+    kernel_size = weight.shape[-1]
+    columns = _masked_columns(input.to(dtype), same.to(dtype), kernel_size)
+    output = weight.reshape(weight.shape[0], -1).to(dtype) @ columns  # (N, O, H*W)
+    output = output.view(*output.shape[:2], *input.shape[2:]) * (kernel_size * kernel_size / count.to(dtype))
+    return output if bias is None else output + bias.to(dtype).view(1, -1, 1, 1)
+
+
+def _full_backward(grad_output, input, panoptic, weight, need_input, need_weight):
+    kernel_size = weight.shape[-1]
+    same, count, _ = window_masks(panoptic, kernel_size)
+    same = same.to(grad_output.dtype)
+    grad_scaled = (grad_output * (kernel_size * kernel_size / count.to(grad_output.dtype))).flatten(2)
+    weight_matrix = weight.reshape(weight.shape[0], -1)
+    grad_input = grad_weight = None
+    if need_input:
+        grad_columns = _masked_columns_t(weight_matrix.t() @ grad_scaled, same, kernel_size)
+        grad_input = F.fold(grad_columns, input.shape[2:], kernel_size, padding=kernel_size // 2)
+    if need_weight:
+        columns = _masked_columns(input, same, kernel_size)
+        grad_weight = (grad_scaled @ columns.transpose(1, 2)).sum(0).view_as(weight)
+    return grad_input, grad_weight
+
+
+def _masked_columns_t(columns: Tensor, same: Tensor, kernel_size: int) -> Tensor:
+    """columns (Tensor[N, C*k*k, H*W]) times the masks, in place."""
+    n = columns.shape[0]
+    view = columns.view(n, -1, kernel_size * kernel_size, columns.shape[-1])
+    view.mul_(same.flatten(2).unsqueeze(1))
+    return columns
+
+
+# --- dense convolution + exact corrections at the irregular pixels (large maps) -------------
+
+
+def _sparse_forward(input, panoptic, irregular, weight, bias) -> Tensor:
+    kernel_size = weight.shape[-1]
+    out_channels, in_channels = weight.shape[:2]
+    output = F.conv2d(input, weight, bias, padding=kernel_size // 2)
+    weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
+    for b, windows in enumerate(_image_windows(panoptic, irregular, kernel_size)):
+        if len(windows.pixels) == 0:
+            continue
+        output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(in_channels, -1)
+        # Remove from the dense sums what the masked-out positions added, tap by tap (at a
+        # boundary pixel only a few of the k*k positions are masked out), then rescale.
+        exact = output_b.index_select(1, windows.pixels)
+        exact = exact - _excluded_sums(windows, input_b, weight_taps, exact.dtype)
+        if bias is not None:
+            exact = exact - bias.to(exact.dtype)[:, None]
+        exact = exact * windows.scale(exact.dtype)
+        if bias is not None:
+            exact = exact + bias.to(exact.dtype)[:, None]
+        output_b.index_copy_(1, windows.pixels, exact)
+    return output
+
+
+def _sparse_backward(grad_output, input, panoptic, weight, need_input, need_weight):
     kernel_size = weight.shape[-1]
     radius = kernel_size // 2
     out_channels, in_channels = weight.shape[:2]
-    need_input, _, need_weight, need_bias = ctx.needs_input_grad
-    grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
-    compute_dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
-    image_windows, full = _image_windows(panoptic, kernel_size)
+    image_windows = _image_windows(panoptic, irregular_pixels(panoptic, kernel_size), kernel_size)
     # Output pixel p received k²/sum(M_p) times its masked sum: scale its gradient likewise.
-    grad_scaled = grad_output.to(compute_dtype, copy=True).contiguous()
+    grad_scaled = grad_output.contiguous(memory_format=torch.contiguous_format).clone()
     for b, windows in enumerate(image_windows):
         grad_b = grad_scaled[b].view(out_channels, -1)
-        if full:
-            grad_b.mul_(windows.scale(compute_dtype))
-        else:
-            grad_b.index_copy_(1, windows.pixels, grad_b.index_select(1, windows.pixels) * windows.scale(compute_dtype))
-    input_c, weight_c = input.to(compute_dtype), weight.to(compute_dtype)
-    if full:
-        grad_input = torch.empty_like(input_c) if need_input else None
-        grad_weight = torch.zeros_like(weight_c) if need_weight else None
-    else:
-        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_scaled, input_c, weight_c, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
-            [need_input, need_weight, False],
-        )
-    # The window relation is symmetric (q in the window of p iff p in the window of q,
-    # and M_p(q) = M_q(p)), so the irregular pixels carry every correction.
-    if full:
-        flipped = weight_c.flip(2, 3).transpose(0, 1).reshape(in_channels, -1)  # the transposed conv's taps
-    else:
-        weight_taps = weight_c.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
-        flipped_taps = weight_taps.flip(0).transpose(1, 2)  # (k*k, C, O): the transposed conv's taps
-        weight_corrections = torch.zeros_like(weight_taps)
+        grad_b.index_copy_(1, windows.pixels, grad_b.index_select(1, windows.pixels) * windows.scale(grad_b.dtype))
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_scaled, input, weight, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
+        [need_input, need_weight, False],
+    )
+    weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
+    flipped_taps = weight_taps.flip(0).transpose(1, 2)  # (k*k, C, O): the transposed conv's taps
+    weight_corrections = torch.zeros_like(weight_taps)
     for b, windows in enumerate(image_windows):
         if len(windows.pixels) == 0:
             continue
         grad_b = grad_scaled[b].view(out_channels, -1)
-        input_b = input_c[b].reshape(in_channels, -1)
-        if full:
-            if need_input:
-                _put(grad_input[b].view(in_channels, -1), windows, flipped @ windows.gather(grad_b, windows.same), full)
-            if need_weight:
-                grad_weight += (grad_b @ windows.gather(input_b, windows.same).t()).view_as(grad_weight)
-            continue
-        # The window relation is symmetric (q in the window of p iff p in the window of q,
-        # and M_p(q) = M_q(p)): the excluded pairs of the forward pass carry every correction.
+        # The window relation is symmetric (q in the window of p iff p in the window of q, and
+        # M_p(q) = M_q(p)): the excluded pairs of the forward pass carry every correction.
         if need_input:
             # Pixel q received from p = q + d_t through tap -d_t, i.e. the flipped taps.
             grad_input_b = grad_input[b].view(in_channels, -1)
             excluded = _excluded_sums(windows, grad_b, flipped_taps, grad_input_b.dtype)
             grad_input_b.index_copy_(1, windows.pixels, grad_input_b.index_select(1, windows.pixels) - excluded)
         if need_weight:
+            input_b = input[b].reshape(in_channels, -1)
             for t, rows in windows.excluded():
                 neighbours = input_b.index_select(1, windows.neighbours[rows, t])
                 weight_corrections[t] += grad_b.index_select(1, windows.pixels[rows]) @ neighbours.t()
-    if need_weight and not full:
-        grad_weight -= weight_corrections.permute(1, 2, 0).reshape_as(grad_weight).to(grad_weight.dtype)
-    if grad_input is not None:
-        grad_input = grad_input.to(input.dtype)
-    if grad_weight is not None:
-        grad_weight = grad_weight.to(weight.dtype)
-    return grad_input, None, grad_weight, grad_bias
+    if need_weight:
+        grad_weight = grad_weight - weight_corrections.permute(1, 2, 0).reshape_as(grad_weight)
+    return grad_input, grad_weight
 
 
 def panoptic_conv2d(
