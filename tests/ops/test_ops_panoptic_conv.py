@@ -27,6 +27,10 @@ def strategy(request, monkeypatch):
     return request.param
 
 
+# Irregular, non-contiguous ids, negative and huge ones included.
+ID_VALUES = torch.tensor([-7, 0, 3, 1_000_003, 2**40 + 5, 24001, 24002])
+
+
 def reference_panoptic_conv2d(x, panoptic, weight, bias=None):
     """Eq. 1-2 written out pixel by pixel, window position by window position."""
     n_batch, _, height, width = x.shape
