@@ -54,9 +54,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's max_steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for torch (default 1: the demo's small tensors gain little from more, "
-                   "and one thread stays fast on a busy machine)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice, one per core; 1 is faster when "
+                   "the machine is busy with other work)")
     p.set_defaults(func=_demo)
 
 
@@ -121,9 +121,10 @@ def _demo(args: argparse.Namespace) -> int:
     from pansynth.train.config import load_config
     from pansynth.train.trainer import train
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out = Path(args.out)
     data_dir, run_dir, synth_dir = out / "data", out / "run", out / "synthesized"
