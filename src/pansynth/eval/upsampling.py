@@ -177,12 +177,9 @@ def plot_upsampling_stats(
     ax.set_title(title or "Nearest-neighbour upsampling vs panoptic map")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from pansynth.eval.report import save_figure
+
+    return save_figure(fig, path)
 
 
 def write_analysis(stats: list[dict], out_dir: str | Path, meta: dict | None = None) -> dict[str, Path]:
