@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Packages that contribute sub-commands, in the order they appear in ``--help``.
@@ -52,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as error:
-        # Errors about the user's input read as one line, not a traceback.
+        # Errors about the user's input read as one line, not a traceback
+        # (PANSYNTH_DEBUG=1 shows the traceback, to report a bug).
+        if os.environ.get("PANSYNTH_DEBUG"):
+            raise
         print(f"pansynth {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # Output piped into a command that stopped reading (e.g. `| head`): not an error.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
