@@ -310,3 +310,19 @@ def test_full_and_sparse_paths_agree(monkeypatch):
         results.append((out, *torch.autograd.grad(out.square().sum(), (x, weight))))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_plan_cache_sees_in_place_changes_and_views(strategy):
+    """Layers fed views of one map share its plan; an in-place change of the map is seen."""
+    g = torch.Generator().manual_seed(12)
+    panoptic_full = random_panoptic(1, 12, 12, g)
+    x = torch.randn(1, 2, 6, 6, generator=g, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    view = panoptic_full[:, ::2, ::2]
+    first = panoptic_conv2d(x, view, weight)
+    torch.testing.assert_close(first, reference_panoptic_conv2d(x, view, weight))
+    torch.testing.assert_close(panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight), first)
+    panoptic_full[:, :6, :6] = 123_456  # in place: the same storage, a new version
+    changed = panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight)
+    torch.testing.assert_close(changed, reference_panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight))
+    assert not torch.allclose(changed, first)

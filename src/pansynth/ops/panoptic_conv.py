@@ -23,6 +23,7 @@ so the memory kept for backward is that of ``conv2d`` plus the id map.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,7 @@ class _SparseWindows:
         self.same = self.inside & (ids[self.neighbours] == ids[self.pixels][:, None])
         self.window_size = size * size
         self.count = self.same.sum(1)
+        self._excluded: list[tuple[int, Tensor]] | None = None
 
     def scale(self, dtype: torch.dtype) -> Tensor:
         """k² / sum(M) per irregular pixel (Tensor[n])."""
@@ -152,13 +154,14 @@ class _SparseWindows:
     def excluded(self) -> list[tuple[int, Tensor]]:
         """(tap t, rows) pairs: the rows (into ``pixels``) whose window position t lies inside
         the image but holds another id, i.e. what a dense convolution adds and eq. 2 does not."""
-        excluded = self.inside & ~self.same
-        taps = []
-        for t in range(self.window_size):
-            rows = excluded[:, t].nonzero().squeeze(1)
-            if len(rows):
-                taps.append((t, rows))
-        return taps
+        if self._excluded is None:
+            excluded = self.inside & ~self.same
+            self._excluded = []
+            for t in range(self.window_size):
+                rows = excluded[:, t].nonzero().squeeze(1)
+                if len(rows):
+                    self._excluded.append((t, rows))
+        return self._excluded
 
 
 def _excluded_sums(windows: _SparseWindows, values: Tensor, taps: Tensor, dtype: torch.dtype) -> Tensor:
@@ -200,6 +203,53 @@ def _use_full_recompute(irregular: Tensor) -> bool:
     return irregular.numel() > 0 and irregular.float().mean().item() > FULL_RECOMPUTE_SHARE
 
 
+class _Plan:
+    """How eq. 2 is computed for one panoptic map and kernel size: every window from its
+    mask (``full``, with the dense masks) or dense conv + corrections (``windows`` per image)."""
+
+    def __init__(self, panoptic: Tensor, kernel_size: int) -> None:
+        small = panoptic.shape[1] * panoptic.shape[2] <= SMALL_MAP_PIXELS
+        if small:
+            # Small maps: one batched pass gives the masks and the choice of strategy.
+            same, count, _ = window_masks(panoptic, kernel_size)
+            irregular = count[:, 0] < kernel_size * kernel_size
+        else:
+            irregular = irregular_pixels(panoptic, kernel_size)
+        self.full = _use_full_recompute(irregular)
+        self.same = self.count = self.windows = None
+        if self.full:
+            if not small:
+                same, count, _ = window_masks(panoptic, kernel_size)
+            self.same, self.count = same, count
+        else:
+            self.windows = _image_windows(panoptic, irregular, kernel_size)
+
+
+# The layers of a generator block, and the backward pass, see the same panoptic map (views of
+# one tensor): their plan is computed once. A cache entry holds the map itself, so that its
+# memory cannot be reused by another tensor while the entry lives; the version counter
+# catches in-place changes.
+_PLAN_CACHE: OrderedDict[tuple, tuple[Tensor, _Plan]] = OrderedDict()
+_PLAN_CACHE_SIZE = 8
+
+
+def _plan_for(panoptic: Tensor, kernel_size: int) -> _Plan:
+    key = (
+        panoptic.device, panoptic.dtype, panoptic.untyped_storage().data_ptr(), panoptic.storage_offset(),
+        tuple(panoptic.shape), panoptic.stride(), panoptic._version, kernel_size,
+        FULL_RECOMPUTE_SHARE, SMALL_MAP_PIXELS,
+    )
+    entry = _PLAN_CACHE.get(key)
+    if entry is not None:
+        _PLAN_CACHE.move_to_end(key)
+        return entry[1]
+    plan = _Plan(panoptic, kernel_size)
+    _PLAN_CACHE[key] = (panoptic, plan)
+    while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
+        _PLAN_CACHE.popitem(last=False)
+    return plan
+
+
 def _autocast_state(device_type: str) -> dict:
     try:
         enabled = torch.is_autocast_enabled(device_type)
@@ -216,22 +266,14 @@ class _PanopticConv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         kernel_size = weight.shape[-1]
-        if panoptic.shape[1] * panoptic.shape[2] <= SMALL_MAP_PIXELS:
-            # Small maps: one batched pass gives the masks and the choice of strategy.
-            same, count, _ = window_masks(panoptic, kernel_size)
-            irregular = count[:, 0] < kernel_size * kernel_size
-        else:
-            irregular = irregular_pixels(panoptic, kernel_size)
-        ctx.full = _use_full_recompute(irregular)
+        plan = _plan_for(panoptic, kernel_size)
         ctx.autocast = _autocast_state(input.device.type)
         ctx.has_bias = bias is not None
         ctx.save_for_backward(input, panoptic, weight)
-        if ctx.full:
+        if plan.full:
             dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else input.dtype
-            if panoptic.shape[1] * panoptic.shape[2] > SMALL_MAP_PIXELS:
-                same, count, _ = window_masks(panoptic, kernel_size)
-            return _full_forward(input, same, count, weight, bias, dtype)
-        return _sparse_forward(input, panoptic, irregular, weight, bias)
+            return _full_forward(input, plan.same, plan.count, weight, bias, dtype)
+        return _sparse_forward(input, plan.windows, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -241,9 +283,10 @@ class _PanopticConv2dFunction(torch.autograd.Function):
         grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
         dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
         with torch.autocast(input.device.type, **ctx.autocast):
-            backward = _full_backward if ctx.full else _sparse_backward
+            plan = _plan_for(panoptic, weight.shape[-1])
+            backward = _full_backward if plan.full else _sparse_backward
             grad_input, grad_weight = backward(
-                grad_output.to(dtype), input.to(dtype), panoptic, weight.to(dtype), need_input, need_weight
+                grad_output.to(dtype), input.to(dtype), plan, weight.to(dtype), need_input, need_weight
             )
         if grad_input is not None:
             grad_input = grad_input.to(input.dtype)
@@ -271,10 +314,9 @@ def _full_forward(input, same, count, weight, bias, dtype) -> Tensor:
     return output if bias is None else output + bias.to(dtype).view(1, -1, 1, 1)
 
 
-def _full_backward(grad_output, input, panoptic, weight, need_input, need_weight):
+def _full_backward(grad_output, input, plan, weight, need_input, need_weight):
     kernel_size = weight.shape[-1]
-    same, count, _ = window_masks(panoptic, kernel_size)
-    same = same.to(grad_output.dtype)
+    same, count = plan.same.to(grad_output.dtype), plan.count
     grad_scaled = (grad_output * (kernel_size * kernel_size / count.to(grad_output.dtype))).flatten(2)
     weight_matrix = weight.reshape(weight.shape[0], -1)
     grad_input = grad_weight = None
@@ -298,12 +340,12 @@ def _masked_columns_t(columns: Tensor, same: Tensor, kernel_size: int) -> Tensor
 # --- dense convolution + exact corrections at the irregular pixels (large maps) -------------
 
 
-def _sparse_forward(input, panoptic, irregular, weight, bias) -> Tensor:
+def _sparse_forward(input, image_windows, weight, bias) -> Tensor:
     kernel_size = weight.shape[-1]
     out_channels, in_channels = weight.shape[:2]
     output = F.conv2d(input, weight, bias, padding=kernel_size // 2)
     weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
-    for b, windows in enumerate(_image_windows(panoptic, irregular, kernel_size)):
+    for b, windows in enumerate(image_windows):
         if len(windows.pixels) == 0:
             continue
         output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(in_channels, -1)
@@ -320,11 +362,11 @@ def _sparse_forward(input, panoptic, irregular, weight, bias) -> Tensor:
     return output
 
 
-def _sparse_backward(grad_output, input, panoptic, weight, need_input, need_weight):
+def _sparse_backward(grad_output, input, plan, weight, need_input, need_weight):
     kernel_size = weight.shape[-1]
     radius = kernel_size // 2
     out_channels, in_channels = weight.shape[:2]
-    image_windows = _image_windows(panoptic, irregular_pixels(panoptic, kernel_size), kernel_size)
+    image_windows = plan.windows
     # Output pixel p received k²/sum(M_p) times its masked sum: scale its gradient likewise.
     grad_scaled = grad_output.contiguous(memory_format=torch.contiguous_format).clone()
     for b, windows in enumerate(image_windows):
