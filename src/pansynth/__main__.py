@@ -1,4 +1,4 @@
-from pansynth.cli import main
+from pansynth.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,82 +1,100 @@
-"""Inference: load a trained generator and synthesize images from semantic + panoptic maps.
+"""Inference: exported generator weights -> images. Knows nothing of training runs but their file names.
 
-Example::
+The weights are those that ``pansynth train`` exports into ``RUN/export`` (``config.json`` +
+``model.safetensors``, written by :meth:`pansynth.models.Generator.save_pretrained`); a training
+checkpoint is read by :func:`pansynth.train.checkpoint.load_generator_from_checkpoint` instead.
 
+Example:
+    >>> import torch
     >>> from pansynth.inference import load_generator, synthesize
-    >>> generator = load_generator("runs/demo")  # run dir, its export/ dir, or a checkpoint file  # doctest: +SKIP
-    >>> images = synthesize(generator, semantic, panoptic)  # (N, 3, H, W) in [-1, 1]  # doctest: +SKIP
+    >>> generator = load_generator("runs/demo")                  # doctest: +SKIP
+    >>> semantic = torch.zeros(1, 64, 64, dtype=torch.long)      # class indices
+    >>> panoptic = torch.zeros(1, 64, 64, dtype=torch.long)      # segment ids
+    >>> images = synthesize(generator, semantic, panoptic)       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from pansynth.data.io import list_files, read_id_png, read_label_png
+from pansynth.data.transforms import resize_image, resize_map
+from pansynth.devices import resolve_device
+from pansynth.models import Generator
+from pansynth.models.generator import CONFIG_NAME, WEIGHTS_NAME
+from pansynth.run_files import CHECKPOINT_DIR, EXPORT_DIR, list_checkpoints
+from pansynth.viz import image_to_uint8, save_png
+
+__all__ = ["MapFolder", "check_semantic", "load_generator", "read_map_pair", "synthesize", "synthesize_dataset"]
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a generator for inference, in eval mode on ``device``.
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load exported generator weights for inference, in eval mode on ``device``.
 
     Args:
-        path: one of
-            - an exported weights directory (``config.json`` + ``model.safetensors``);
-            - a run directory (uses its ``export/``, i.e. the EMA generator when the run kept one,
-              else the newest loadable checkpoint's EMA / plain generator);
-            - a checkpoint file ``step_XXXXXXXX.pt`` (loaded with ``weights_only=True``).
-        device: ``cpu``, ``cuda``, ``cuda:1``... (``auto``: CUDA when available).
+        path: an exported weights folder (``config.json`` + ``model.safetensors``), its
+            ``model.safetensors`` file, or a run directory (its ``export/``: the EMA generator
+            when the run kept one). A run whose export is older than its newest checkpoint (a
+            training killed between the two saves) gets a warning naming both steps.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
 
     Raises:
         FileNotFoundError: nothing loadable at ``path`` (the message says what was expected).
+        ValueError: the files are there but unreadable or inconsistent.
     """
-    from pansynth.models import Generator
-    from pansynth.train import checkpoint as ckpt
-    from pansynth.train.distributed import resolve_device
-
     path = Path(path)
-    device = resolve_device(device) if isinstance(device, str) and device in ("auto", "cuda", "cpu") else device
+    device = resolve_device(device)
     if path.is_file() and path.name == WEIGHTS_NAME:
         path = path.parent
-    if path.is_dir():
-        for candidate in (path, path / "export"):
-            if (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
-                return Generator.from_pretrained(candidate, device=device).eval()
-        found = ckpt.load_latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise FileNotFoundError(
-                f"{path}: no generator found; expected an exported weights folder ({CONFIG_NAME} + {WEIGHTS_NAME}), "
-                "or a run directory with export/ or checkpoints/step_*.pt"
-            )
-        state, _ = found
-    elif path.is_file():
-        try:
-            state = ckpt.load_checkpoint(path)
-        except ValueError:
-            raise
-        except Exception as error:
-            raise ValueError(f"{path}: not a loadable pansynth checkpoint ({type(error).__name__}: {error})") from error
-    else:
-        raise FileNotFoundError(f"{path} does not exist (expected a run directory, export directory or checkpoint)")
-    generator = Generator(**state["generator_config"])
-    weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
-    generator.load_state_dict(weights)
-    return generator.to(device).eval()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected a run directory or an exported weights folder)")
+    if path.is_file():
+        raise ValueError(
+            f"{path} is a file: give a run directory or its export/ folder ({CONFIG_NAME} + {WEIGHTS_NAME}); "
+            "a training checkpoint step_*.pt is read by `pansynth synthesize --checkpoint FILE`"
+        )
+    if (path / CONFIG_NAME).is_file():
+        return Generator.from_pretrained(path, device=device)
+    export = path / EXPORT_DIR
+    if not (export / CONFIG_NAME).is_file():
+        checkpoints = list_checkpoints(path / CHECKPOINT_DIR)
+        hint = (
+            f"; the run has checkpoints: re-run its training command to export them, or pass "
+            f"{checkpoints[-1][1]} to `pansynth synthesize --checkpoint`"
+            if checkpoints
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{path}: no generator found; expected an exported weights folder ({CONFIG_NAME} + {WEIGHTS_NAME}) "
+            f"or a run directory with {EXPORT_DIR}/{hint}"
+        )
+    generator = Generator.from_pretrained(export, device=device)
+    _warn_if_stale(path, generator.metadata.get("step"))
+    return generator
 
 
-def _model_size(generator: nn.Module) -> tuple[int, int]:
-    return tuple(int(v) for v in generator.output_size)  # type: ignore[return-value]
+def _warn_if_stale(run: Path, export_step: Any) -> None:
+    checkpoints = list_checkpoints(run / CHECKPOINT_DIR)
+    if checkpoints and isinstance(export_step, int) and checkpoints[-1][0] > export_step:
+        step, newest = checkpoints[-1]
+        print(
+            f"warning: {run / EXPORT_DIR} holds the generator of step {export_step} but the run has a checkpoint "
+            f"of step {step}; re-run the training command to refresh the export, or use --checkpoint {newest}",
+            file=sys.stderr,
+        )
 
 
 def check_semantic(semantic: Tensor, num_classes: int, ignore_index: int | None, name: str = "semantic") -> None:
-    """Raise a ValueError when ``semantic`` holds classes the generator does not know."""
+    """Raise a ValueError naming ``name`` when ``semantic`` holds classes the generator does not know."""
     valid = (semantic >= 0) & (semantic < num_classes)
     if ignore_index is not None:
         valid |= semantic == ignore_index
@@ -87,7 +105,7 @@ def check_semantic(semantic: Tensor, num_classes: int, ignore_index: int | None,
 
 
 @torch.no_grad()
-def synthesize(generator: nn.Module, semantic: Tensor, panoptic: Tensor) -> Tensor:
+def synthesize(generator: Generator, semantic: Tensor, panoptic: Tensor) -> Tensor:
     """Generate images for semantic + panoptic maps of any resolution.
 
     The maps are resized to the generator's size by nearest neighbour, the image is generated
@@ -101,8 +119,6 @@ def synthesize(generator: nn.Module, semantic: Tensor, panoptic: Tensor) -> Tens
     Returns:
         Tensor[N, 3, H, W] (or Tensor[3, H, W] for unbatched maps) float32 in [-1, 1], on the CPU.
     """
-    from pansynth.data.transforms import resize_image, resize_map
-
     if semantic.shape != panoptic.shape or semantic.dim() not in (2, 3):
         raise ValueError(
             f"semantic and panoptic must both be (N, H, W) or (H, W) maps of one shape, got "
@@ -117,17 +133,12 @@ def synthesize(generator: nn.Module, semantic: Tensor, panoptic: Tensor) -> Tens
     generator.eval()
     device = next(generator.parameters()).device
     size = tuple(semantic.shape[-2:])
-    model_size = _model_size(generator)
+    model_size = generator.output_size
     semantic_in = resize_map(semantic.long(), model_size).to(device)
     panoptic_in = resize_map(panoptic.long(), model_size).to(device)
     images = generator(semantic_in, panoptic_in).float().cpu()
     images = resize_image(images, size)
     return images[0] if unbatched else images
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """Tensor[3, H, W] in [-1, 1] -> uint8 ndarray (H, W, 3)."""
-    return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 class MapFolder(Dataset):
@@ -142,8 +153,6 @@ class MapFolder(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = None) -> None:
-        from pansynth.data.io import list_files
-
         base = Path(root) / split if split else Path(root)
         if not (base / "semantic").is_dir() or not (base / "panoptic").is_dir():
             splits = sorted(p.name for p in base.iterdir() if (p / "semantic").is_dir()) if base.is_dir() else []
@@ -171,11 +180,13 @@ class MapFolder(Dataset):
         semantic_path, panoptic_path = self.files[index]
         return read_map_pair(semantic_path, panoptic_path)
 
+    def sample_source(self, index: int) -> str:
+        """The semantic map's file of sample ``index`` (for error messages)."""
+        return str(self.files[index][0])
+
 
 def read_map_pair(semantic_path: str | os.PathLike, panoptic_path: str | os.PathLike) -> dict[str, Any]:
     """Read one semantic PNG (class indices) + panoptic PNG (16-bit or RGB-encoded ids) as a sample dict."""
-    from pansynth.data.io import read_id_png, read_label_png
-
     semantic = torch.from_numpy(read_label_png(Path(semantic_path)))
     panoptic = torch.from_numpy(read_id_png(Path(panoptic_path)))
     if semantic.shape != panoptic.shape:
@@ -183,7 +194,21 @@ def read_map_pair(semantic_path: str | os.PathLike, panoptic_path: str | os.Path
             f"{semantic_path} is {tuple(semantic.shape)} but {panoptic_path} is {tuple(panoptic.shape)}: "
             "the maps must have the same size"
         )
-    return {"semantic": semantic, "panoptic": panoptic, "name": Path(semantic_path).stem}
+    return {"semantic": semantic, "panoptic": panoptic, "name": Path(semantic_path).stem, "source": str(semantic_path)}
+
+
+def _source(dataset: Dataset, index: int, sample: dict[str, Any]) -> str:
+    """Where sample ``index`` comes from, for error messages: its semantic map's file when known."""
+    if "source" in sample:
+        return str(sample["source"])
+    if isinstance(dataset, Subset):
+        return _source(dataset.dataset, dataset.indices[index], sample)
+    if hasattr(dataset, "sample_source"):
+        return dataset.sample_source(index)
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and hasattr(samples[index], "semantic"):
+        return str(samples[index].semantic)
+    return f"sample {sample.get('name', index)!r}"
 
 
 def _batches(dataset: Dataset, batch_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -200,7 +225,7 @@ def _batches(dataset: Dataset, batch_size: int) -> Iterator[list[dict[str, Any]]
 
 
 def synthesize_dataset(
-    generator: nn.Module,
+    generator: Generator,
     dataset: Dataset,
     out_dir: str | os.PathLike,
     batch_size: int = 8,
@@ -210,61 +235,49 @@ def synthesize_dataset(
 ) -> list[Path]:
     """Write ``out_dir/<name>.png`` for every sample of ``dataset``, at the map's resolution.
 
+    Every map is read and checked (classes the generator knows, unique names, no existing output
+    unless ``overwrite``) before the first image is written, so a bad map stops the command with
+    its file named and nothing written.
+
     Args:
         generator: the generator (moved to ``device``).
         dataset: samples with ``semantic``, ``panoptic`` and ``name`` (any :mod:`pansynth.data`
             dataset, or :class:`MapFolder`).
         out_dir: output folder (created).
         batch_size: maps per forward pass (maps of different sizes go in different batches).
-        overwrite: replace existing output files; otherwise an existing file is an error and
-            nothing is written over it.
+        overwrite: replace existing output files; otherwise an existing file is an error.
 
     Returns:
         the written paths, in dataset order.
     """
-    from PIL import Image
-    from tqdm import tqdm
-
-    from pansynth.train.distributed import resolve_device
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(device, str) and device in ("auto", "cuda", "cpu"):
-        device = resolve_device(device)
-    generator = generator.to(device).eval()
+    device = resolve_device(device)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    names = getattr(dataset, "names", None)
-    if names is not None and not overwrite:
-        existing = [out_dir / f"{n}.png" for n in names if (out_dir / f"{n}.png").exists()]
-        if existing:
+    seen: set[str] = set()
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        name = str(sample["name"])
+        if name in seen:
+            raise ValueError(f"two inputs are named {name!r}; output file names must be unique")
+        seen.add(name)
+        if not overwrite and (out_dir / f"{name}.png").exists():
             raise FileExistsError(
-                f"{existing[0]} already exists ({len(existing)} output files would be overwritten); "
-                "use another output folder or --overwrite"
+                f"{out_dir / (name + '.png')} already exists; use another output folder or --overwrite"
             )
+        check_semantic(sample["semantic"], generator.num_classes, generator.ignore_index,
+                       name=_source(dataset, index, sample))
+    generator = generator.to(device).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    seen: set[str] = set()
     with tqdm(total=len(dataset), desc="synthesize", unit="img", disable=not progress) as bar:
         for batch in _batches(dataset, batch_size):
-            targets = []
-            for sample in batch:
-                name = str(sample["name"])
-                if name in seen:
-                    raise ValueError(f"two inputs are named {name!r}; output file names must be unique")
-                seen.add(name)
-                target = out_dir / f"{name}.png"
-                if target.exists() and not overwrite:
-                    raise FileExistsError(f"{target} already exists; use another output folder or --overwrite")
-                targets.append(target)
             semantic = torch.stack([s["semantic"] for s in batch])
             panoptic = torch.stack([s["panoptic"] for s in batch])
             images = synthesize(generator, semantic, panoptic)
-            for image, target in zip(images, targets):
-                tmp = target.with_name(f".{target.name}.tmp")
-                Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-                os.replace(tmp, target)
-                written.append(target)
+            for image, sample in zip(images, batch):
+                written.append(save_png(image_to_uint8(image), out_dir / f"{sample['name']}.png"))
             bar.update(len(batch))
     return written

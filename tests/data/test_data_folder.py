@@ -166,7 +166,12 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         Folder(tmp_path / "nowhere")
     write_folder(tmp_path / "splits", ["a"], split="train")
-    with pytest.raises(FileNotFoundError, match="has the splits train: choose one"):
+    # The dataset's own default split: its only split...
+    only = Folder(tmp_path / "splits")
+    assert only.split == "train" and len(only) == 1
+    # ... and with several, the user names one.
+    write_folder(tmp_path / "splits", ["b"], split="val")
+    with pytest.raises(FileNotFoundError, match="has the splits train, val: choose one"):
         Folder(tmp_path / "splits")
     (tmp_path / "bare").mkdir()
     with pytest.raises(FileNotFoundError, match=r"classes\.json: file not found"):

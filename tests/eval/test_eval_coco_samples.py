@@ -29,9 +29,10 @@ def _literal(panoptic, levels):
     for level in range(levels, 0, -1):
         s = 2**level
         low, high = panoptic[::s, ::s].tolist(), panoptic[:: s // 2, :: s // 2].tolist()
-        mis = holes = 0
+        mis = holes = new = 0
         for y, row in enumerate(high):
             for x, value in enumerate(row):
+                new += (y % 2, x % 2) != (0, 0)  # the pixels the upsampling creates
                 r, c = y // 2, x // 2
                 mis += value != low[r][c]
                 candidates = [
@@ -41,7 +42,7 @@ def _literal(panoptic, levels):
                     if r + dr < len(low) and c + dc < len(low[0])
                 ]
                 holes += value not in candidates
-        out.append((s, mis / (len(high) * len(high[0])), holes / (len(high) * len(high[0]))))
+        out.append((s, mis / new, holes / new))  # the paper's Figure 4: shares of the new pixels
     return out
 
 

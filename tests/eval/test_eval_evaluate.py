@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pansynth.eval.evaluate import evaluate_images, format_metrics
-from pansynth.eval.fid import FeatureStats, frechet_distance, to_uint8
+from pansynth.eval.evaluate import MetricNetworks, evaluate_images, format_metrics
+from pansynth.eval.fid import FeatureStats, frechet_distance
 from pansynth.eval.segmentation import load_segmentation_model
+from pansynth.viz import images_to_uint8 as to_uint8
 
 RED, DARK_RED, BLUE = (255, 0, 0), (200, 0, 0), (0, 0, 255)
 
@@ -106,10 +107,8 @@ def scene(tmp_path):
 
 def test_all_metrics_on_crafted_scene(scene, tmp_path):
     dataset, images, segmenter = scene
-    result = evaluate_images(
-        dataset, images, inception=ChannelMeans(), seg_model=segmenter, detector=StubDetector(),
-        batch_size=1, grid_path=tmp_path / "out" / "grid.png",
-    )  # fmt: skip
+    networks = MetricNetworks(inception=ChannelMeans(), seg_model=segmenter, detector=StubDetector())
+    result = evaluate_images(dataset, images, networks, batch_size=1, grid_path=tmp_path / "out" / "grid.png")
     metrics = result["metrics"]
     # 'good' is segmented perfectly; on 'bad' the 128 person pixels are predicted as sky:
     # IoU sky = 256 / 384, IoU person = 128 / 256, accuracy = 384 / 512
@@ -138,7 +137,7 @@ def test_all_metrics_on_crafted_scene(scene, tmp_path):
 
 def test_missing_networks_are_listed_and_missed_detection(scene):
     dataset, images, _ = scene
-    result = evaluate_images(dataset, images, detector=StubDetector(miss_second=True))
+    result = evaluate_images(dataset, images, MetricNetworks(detector=StubDetector(miss_second=True)))
     assert set(result["skipped"]) == {"FID", "mIoU", "accuracy"}
     assert "--inception-weights" in result["skipped"]["FID"]
     assert result["metrics"]["detAP"] == pytest.approx(100 * 51 / 101)  # recall 1/2, precision 1
@@ -155,7 +154,7 @@ def test_identical_images_give_zero_fid_and_ratio_one(tmp_path):
         )
         sample["image"] = _to_tensor(array)
         Image.fromarray(array).save(images / f"{sample['name']}.png")
-    result = evaluate_images(dataset, images, inception=ChannelMeans(), batch_size=2)
+    result = evaluate_images(dataset, images, MetricNetworks(inception=ChannelMeans()), batch_size=2)
     assert result["metrics"]["FID"] == pytest.approx(0.0, abs=1e-6)
     assert result["metrics"]["separation_ratio"] == pytest.approx(1.0)
 
@@ -207,13 +206,3 @@ def test_cli_evaluate_images(scene, tmp_path, capsys):
     assert "either --checkpoint" in capsys.readouterr().err
     assert main([*argv[:-2], "--out", str(tmp_path / "o2"), "--det-weights", str(tmp_path / "no.pth")]) == 2
     assert "no.pth" in capsys.readouterr().err
-
-
-def test_resolve_device():
-    from pansynth.eval.evaluate import resolve_device
-
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="--device"):
-        resolve_device("gpu0")

@@ -5,28 +5,14 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from pansynth.eval.report import colorize_panoptic, write_run_report
+from pansynth.eval.report import write_run_report
 
 
 def _png(path, color, size=(8, 8)):
     Image.fromarray(np.full((*size, 3), color, dtype=np.uint8)).save(path)
     return path
-
-
-def test_colorize_distinct_and_deterministic():
-    panoptic = torch.arange(300).reshape(15, 20) * 1000 + 7
-    colors = colorize_panoptic(panoptic)
-    assert colors.dtype == np.uint8 and colors.shape == (15, 20, 3)
-    assert len({tuple(c) for c in colors.reshape(-1, 3)}) == 300  # one colour per id
-    assert np.array_equal(colors, colorize_panoptic(panoptic.numpy()))
-    # an id's colour does not depend on the other ids in the map
-    small = colorize_panoptic(torch.tensor([[7, 1007]]))
-    assert np.array_equal(small[0, 0], colors[0, 0]) and np.array_equal(small[0, 1], colors[0, 1])
-    with pytest.raises(ValueError, match=r"\(H, W\)"):
-        colorize_panoptic(torch.zeros(1, 2, 2))
 
 
 def _embedded_images(page):

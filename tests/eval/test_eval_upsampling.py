@@ -7,14 +7,16 @@ from pansynth.eval.upsampling import dataset_upsampling_stats, format_table, wri
 
 
 def _reference(panoptic: np.ndarray, levels: int) -> list[dict]:
-    """Literal loops over every high-resolution pixel."""
+    """Literal loops over every high-resolution pixel; shares of the new pixels (the paper's Figure 4)
+    and of all pixels."""
     out = []
     for level in range(levels, 0, -1):
         s = 2**level
         low, high = panoptic[::s, ::s], panoptic[:: s // 2, :: s // 2]
-        misaligned = holes = 0
+        misaligned = holes = new = 0
         for y in range(high.shape[0]):
             for x in range(high.shape[1]):
+                new += (y % 2, x % 2) != (0, 0)  # every pixel but the top-left one of its 2x2 block
                 r, c = y // 2, x // 2
                 if high[y, x] != low[r, c]:
                     misaligned += 1
@@ -24,7 +26,15 @@ def _reference(panoptic: np.ndarray, levels: int) -> list[dict]:
                         found = True
                 if not found:
                     holes += 1
-        out.append({"stride": s, "misaligned": misaligned / high.size, "holes": holes / high.size})
+        out.append(
+            {
+                "stride": s,
+                "misaligned": misaligned / new,
+                "holes": holes / new,
+                "misaligned_all": misaligned / high.size,
+                "holes_all": holes / high.size,
+            }
+        )
     return out
 
 
@@ -41,21 +51,34 @@ def test_matches_literal_loops_on_random_maps(shape, levels, seed):
     expected = _reference(panoptic, levels)
     assert [g["stride"] for g in got] == [e["stride"] for e in expected]
     for g, e in zip(got, expected):
-        assert g["misaligned"] == pytest.approx(e["misaligned"])
-        assert g["holes"] == pytest.approx(e["holes"])
+        assert g == pytest.approx(e)
     assert upsampling_stats(panoptic, levels) == got  # numpy input works too
 
 
 def test_hand_made_holes():
     panoptic = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [2, 2, 0, 0], [2, 2, 0, 3]])
-    # low = [[0, 0], [2, 0]]: the three pixels of ids 1 and 3 are copied from id 0 and no candidate has them
-    assert upsampling_stats(panoptic, 1) == [{"stride": 2, "misaligned": 3 / 16, "holes": 3 / 16}]
+    # low = [[0, 0], [2, 0]]: the three pixels of ids 1 and 3 are copied from id 0 and no candidate has them.
+    # 12 of the 16 pixels are new (all but the four top-left pixels of the 2x2 blocks).
+    assert upsampling_stats(panoptic, 1) == [
+        {"stride": 2, "misaligned": 3 / 12, "holes": 3 / 12, "misaligned_all": 3 / 16, "holes_all": 3 / 16}
+    ]
 
 
 def test_hand_made_misalignment_without_hole():
     panoptic = np.array([[0, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
     # pixel (1, 1) gets low[0, 0] = 0 but its id 1 is at the right neighbour low[0, 1]: misaligned, no hole
-    assert upsampling_stats(panoptic, 1) == [{"stride": 2, "misaligned": 1 / 16, "holes": 0.0}]
+    assert upsampling_stats(panoptic, 1) == [
+        {"stride": 2, "misaligned": 1 / 12, "holes": 0.0, "misaligned_all": 1 / 16, "holes_all": 0.0}
+    ]
+
+
+def test_odd_sized_map_counts_new_pixels_by_hand():
+    # 3x3 high map from a 2x2 low map: the new pixels are all but (0, 0), (0, 2), (2, 0), (2, 2).
+    panoptic = np.array([[5, 5, 5], [5, 7, 5], [5, 5, 5]])
+    # Only the centre pixel (1, 1) has another id than its nearest source low[0, 0] = 5, and no candidate has 7.
+    assert upsampling_stats(panoptic, 1) == [
+        {"stride": 2, "misaligned": 1 / 5, "holes": 1 / 5, "misaligned_all": 1 / 9, "holes_all": 1 / 9}
+    ]
 
 
 def test_single_segment_and_order_of_steps():
@@ -77,10 +100,12 @@ def test_dataset_average_pools_pixels_and_writes_chart(tmp_path):
     a = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [2, 2, 0, 0], [2, 2, 0, 3]])
     b = np.zeros((4, 4), dtype=np.int64)
     stats = dataset_upsampling_stats([torch.from_numpy(a), torch.from_numpy(b)], levels=1)
-    assert stats[0]["misaligned"] == pytest.approx(3 / 32)
-    assert stats[0]["holes_mean_image"] == pytest.approx(3 / 32)
+    assert stats[0]["misaligned"] == pytest.approx(3 / 24)  # 3 of the 2 x 12 new pixels
+    assert stats[0]["misaligned_all"] == pytest.approx(3 / 32)
+    assert stats[0]["holes_mean_image"] == pytest.approx((3 / 12 + 0) / 2)
     assert stats[0]["images"] == 2
-    assert "9.38" in format_table(stats)  # 3/32 in percent
+    table = format_table(stats)
+    assert "12.50" in table and "9.38" in table  # 3/24 and 3/32 in percent
     paths = write_analysis(stats, tmp_path, {"dataset": "toy", "split": "val", "images": 2})
     assert paths["png"].stat().st_size > 1000
     from PIL import Image

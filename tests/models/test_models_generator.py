@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from pansynth.models import DenseHoleFillUpsample, Generator
-from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_upsample, semantic_one_hot
+from pansynth.models import Generator
+from pansynth.ops import semantic_one_hot
 
 NUM_CLASSES = 5
-SIZE = 64  # crop_size 64, "normal" -> 2x2 start
+SIZE = 64  # 64x64, "normal" -> 2x2 start
 
 
 def _maps(n: int = 2, height: int = SIZE, width: int = SIZE, seed: int = 0):
@@ -43,7 +42,7 @@ def _parameter_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize("upsample", ["nearest", "panoptic"])
 def test_forward_backward_all_variants_reach_every_parameter(conv, upsample):
     torch.manual_seed(0)
-    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, conv=conv, upsample=upsample, crop_size=SIZE)
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, conv=conv, upsample=upsample, size=(SIZE, SIZE))
     semantic, panoptic = _maps()
     image = generator(semantic, panoptic)
     assert image.shape == (2, 3, SIZE, SIZE)
@@ -61,7 +60,7 @@ def test_forward_backward_all_variants_reach_every_parameter(conv, upsample):
 def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
     # SPADE's hidden width (128) by default; no forward pass here, so the full width is cheap.
     paper = Generator(
-        NUM_CLASSES, ignore_index=255, ngf=4, conv="panoptic", upsample="panoptic", crop_size=SIZE
+        NUM_CLASSES, ignore_index=255, ngf=4, conv="panoptic", upsample="panoptic", size=(SIZE, SIZE)
     )
     assert paper.head_0.norm_0.shared[0].weight.shape[0] == 128
     baseline = Generator(
@@ -71,7 +70,7 @@ def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
         conv="standard",
         upsample="nearest",
         boundary=False,
-        crop_size=SIZE,
+        size=(SIZE, SIZE),
     )
     assert paper.config["boundary"] is False
     paper_shapes, baseline_shapes = _parameter_shapes(paper), _parameter_shapes(baseline)
@@ -86,17 +85,17 @@ def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
         expected[f"upsample_layers.{index}.proj.weight"] = (channels, 16 * nf, 1, 1)
         expected[f"upsample_layers.{index}.proj.bias"] = (channels,)
     assert extra == expected
-    # The first layer is shared: its weights appear once, under "fc".
-    assert sum(1 for name in paper.state_dict() if name.endswith("weight") and "fc" in name.split(".")) == 1
+    # The first layer is shared: its weights appear once, under "first_layer".
+    assert sum(1 for name in paper.state_dict() if name.endswith("weight") and "first_layer" in name.split(".")) == 1
 
     # With SPADE's default boundary=True, the only difference is one more label input channel.
     spade = Generator(
-        NUM_CLASSES, ignore_index=255, ngf=4, conv="standard", upsample="nearest", crop_size=SIZE
+        NUM_CLASSES, ignore_index=255, ngf=4, conv="standard", upsample="nearest", size=(SIZE, SIZE)
     )
     spade_shapes = _parameter_shapes(spade)
     assert set(spade_shapes) == set(baseline_shapes)
     differing = {name for name in spade_shapes if spade_shapes[name] != baseline_shapes[name]}
-    assert "fc.weight" in differing
+    assert "first_layer.weight" in differing
     label_channels = NUM_CLASSES + 1
     for name in differing:
         expected_shape = list(baseline_shapes[name])
@@ -104,16 +103,16 @@ def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
         expected_shape[1] += 1
         assert spade_shapes[name] == tuple(expected_shape), name
     # Exactly the layers that read the label map: the first layer and every SPADE shared conv.
-    assert differing == {"fc.weight"} | {name for name in baseline_shapes if name.endswith("shared.0.weight")}
+    assert differing == {"first_layer.weight"} | {name for name in baseline_shapes if name.endswith("shared.0.weight")}
 
 
 def test_single_segment_panoptic_upsampling_equals_nearest():
     torch.manual_seed(2)
     paper = Generator(
-        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="panoptic", crop_size=SIZE
+        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="panoptic", size=(SIZE, SIZE)
     ).eval()
     nearest = Generator(
-        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="nearest", crop_size=SIZE
+        NUM_CLASSES, ngf=4, spade_hidden=16, conv="panoptic", upsample="nearest", size=(SIZE, SIZE)
     ).eval()
     missing, unexpected = nearest.load_state_dict(paper.state_dict(), strict=False)
     assert missing == [] and all(".proj." in name for name in unexpected)
@@ -125,36 +124,10 @@ def test_single_segment_panoptic_upsampling_equals_nearest():
     assert not torch.allclose(paper(semantic, panoptic), nearest(semantic, panoptic))
 
 
-def test_dense_hole_filling_literal_and_equal_to_sparse_ops_module():
-    torch.manual_seed(3)
-    first_layer = PanopticConv2d(NUM_CLASSES + 1, 16, 3).double()
-    dense = DenseHoleFillUpsample(first_layer, 6).double()
-    sparse = PanopticUpsample(first_layer, 6, NUM_CLASSES, ignore_index=255).double()
-    sparse.proj.load_state_dict(dense.proj.state_dict())
-    assert [name for name, _ in dense.named_parameters()] == ["proj.weight", "proj.bias"]
-    semantic, panoptic = _maps(n=2, height=16, width=16, seed=4)
-    semantic[0, 0, :5] = 255
-    panoptic_low = panoptic[:, ::2, ::2]
-    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
-    label = semantic_one_hot(semantic, NUM_CLASSES, 255).double()
-    out = dense(x, label, panoptic_low, panoptic)
-    upsampled, matched = panoptic_upsample(x, panoptic_low, panoptic)
-    assert 0 < matched.sum() < matched.numel()
-    hole = F.conv2d(first_layer(label, panoptic), dense.proj.weight, dense.proj.bias)
-    for b, y, xx in [(0, 0, 0), (1, 5, 9), (0, 15, 15), (1, 10, 3)] + [
-        tuple(i) for i in (matched[:, 0] == 0).nonzero()[:5].tolist()
-    ]:
-        if matched[b, 0, y, xx]:
-            torch.testing.assert_close(out[b, :, y, xx], upsampled[b, :, y, xx])
-        else:
-            torch.testing.assert_close(out[b, :, y, xx], hole[b, :, y, xx])
-    torch.testing.assert_close(out, sparse(x, semantic, panoptic_low, panoptic))
-
-
 def test_generator_modes_batch_sizes_and_norms():
     semantic, panoptic = _maps(n=2)
     for norm in ("instance", "batch", "syncbatch"):
-        generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE, norm=norm)
+        generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE), norm=norm)
         first = generator(semantic, panoptic)
         assert first.shape == (2, 3, SIZE, SIZE)
         generator.eval()
@@ -164,25 +137,17 @@ def test_generator_modes_batch_sizes_and_norms():
             torch.testing.assert_close(single, generator(semantic, panoptic)[:1], atol=1e-5, rtol=1e-4)
 
 
-def test_num_upsampling_layers_and_aspect_ratio():
-    generator = Generator(
-        NUM_CLASSES,
-        ngf=4,
-        spade_hidden=16,
-        crop_size=64,
-        aspect_ratio=2.0,
-        conv="standard",
-        upsample="nearest",
-    )
+def test_num_upsampling_layers_and_non_square_size():
+    generator = Generator(NUM_CLASSES, size=(32, 64), ngf=4, spade_hidden=16, conv="standard", upsample="nearest")
     assert generator.start_size == (1, 2) and generator.output_size == (32, 64)
     semantic, panoptic = _maps(n=1, height=32, width=64)
     assert generator(semantic, panoptic).shape == (1, 3, 32, 64)
     more = Generator(
-        NUM_CLASSES, ngf=2, spade_hidden=16, crop_size=128, aspect_ratio=2.0, num_upsampling_layers="more"
+        NUM_CLASSES, ngf=2, spade_hidden=16, size=(64, 128), num_upsampling_layers="more"
     )
     assert more.output_size == (64, 128) and len(more.upsample_layers) == 6
     most = Generator(
-        NUM_CLASSES, ngf=2, spade_hidden=16, crop_size=256, aspect_ratio=2.0, num_upsampling_layers="most"
+        NUM_CLASSES, ngf=2, spade_hidden=16, size=(128, 256), num_upsampling_layers="most"
     )
     assert most.output_size == (128, 256) and len(most.upsample_layers) == 7
     assert most.conv_img.weight.shape == (3, 1, 3, 3)  # the extra up_4 block halves ngf
@@ -193,7 +158,7 @@ def test_num_upsampling_layers_and_aspect_ratio():
 
 def test_save_pretrained_round_trip(tmp_path):
     torch.manual_seed(4)
-    generator = Generator(NUM_CLASSES, ignore_index=255, ngf=4, spade_hidden=16, crop_size=SIZE)
+    generator = Generator(NUM_CLASSES, ignore_index=255, ngf=4, spade_hidden=16, size=(SIZE, SIZE))
     semantic, panoptic = _maps(n=2)
     semantic[0, :3] = 255
     generator(semantic, panoptic)  # a training step moves the spectral-norm power-iteration vectors
@@ -216,13 +181,13 @@ def test_save_pretrained_round_trip(tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "model.safetensors"]
     # deepcopy (an EMA copy) keeps the first layer shared with the hole-filling stages.
     twin = copy.deepcopy(generator)
-    assert all(layer.first_layer is twin.fc for layer in twin.upsample_layers)
+    assert all(layer.first_layer is twin.first_layer for layer in twin.upsample_layers)
 
 
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         Generator.from_pretrained(tmp_path / "nowhere")
-    small = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    small = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE))
     small.save_pretrained(tmp_path / "a")
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     config["ngf"] = 8
@@ -239,7 +204,7 @@ def test_from_pretrained_errors(tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors():
-    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE))
     semantic, panoptic = _maps(n=1)
     with pytest.raises(ValueError, match="expects 64x64"):
         generator(semantic[:, :32], panoptic[:, :32])
@@ -253,10 +218,14 @@ def test_bad_inputs_raise_clear_errors():
         generator(semantic_one_hot(semantic, NUM_CLASSES), panoptic)
     with pytest.raises(ValueError, match="upsample must be"):
         Generator(NUM_CLASSES, upsample="bilinear")
-    with pytest.raises(ValueError, match="too small"):
-        Generator(NUM_CLASSES, crop_size=16)
+    with pytest.raises(ValueError, match=r"multiples of 2\*\*5 = 32"):
+        Generator(NUM_CLASSES, size=(16, 16))
+    with pytest.raises(ValueError, match=r"multiples of 2\*\*5"):
+        Generator(NUM_CLASSES, size=(64, 48))
     with pytest.raises(ValueError, match="1x1 map"):
-        Generator(NUM_CLASSES, crop_size=32)
+        Generator(NUM_CLASSES, size=(32, 32))
+    with pytest.raises(ValueError, match=r"size must be \(H, W\)"):
+        Generator(NUM_CLASSES, size=64)
     with pytest.raises(ValueError, match="num_classes must be an integer"):
         Generator(0)
 
@@ -264,7 +233,7 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_paper_generator_on_cuda_with_autocast():
     torch.manual_seed(5)
-    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE).cuda()
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE)).cuda()
     semantic, panoptic = _maps()
     semantic, panoptic = semantic.cuda(), panoptic.cuda()
     with torch.autocast("cuda", dtype=torch.float16):
@@ -273,7 +242,7 @@ def test_paper_generator_on_cuda_with_autocast():
     assert torch.isfinite(image).all()
     assert all(p.grad is not None for p in generator.parameters())
     generator.eval()
-    cpu = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, crop_size=SIZE)
+    cpu = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE))
     cpu.load_state_dict({k: v.cpu() for k, v in generator.state_dict().items()})
     torch.testing.assert_close(
         generator(semantic, panoptic).cpu(), cpu.eval()(semantic.cpu(), panoptic.cpu()), atol=1e-4, rtol=1e-4
@@ -298,26 +267,11 @@ def _coco_maps(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.skipif(not (COCO_SAMPLES / "train_label").is_dir(), reason="COCO-Stuff samples not present")
-def test_paper_generator_on_real_coco_maps_sparse_equals_dense_hole_filling():
+def test_paper_generator_on_real_coco_maps_fills_holes_at_every_projected_stage():
     torch.manual_seed(6)
     semantic, panoptic = _coco_maps(2, SIZE)
-    generator = Generator(182, ignore_index=255, ngf=4, spade_hidden=16, crop_size=SIZE)
-    assert generator.sparse_hole_filling
+    generator = Generator(182, ignore_index=255, ngf=4, spade_hidden=16, size=(SIZE, SIZE))
     image = generator(semantic, panoptic)
     image.square().mean().backward()
     for index in (2, 3, 4):  # real maps leave holes at every stage that has a 1x1 projection
         assert generator.upsample_layers[index].proj.weight.grad.abs().sum() > 0
-    # The same network with the literal dense hole filling gives the same images.
-    generator.eval()
-    dense = copy.deepcopy(generator)
-    layers = []
-    for layer in dense.upsample_layers:
-        replacement = DenseHoleFillUpsample(dense.fc, layer.out_channels)
-        if layer.proj is not None:
-            replacement.proj.load_state_dict(layer.proj.state_dict())
-        layers.append(replacement)
-    dense.upsample_layers = torch.nn.ModuleList(layers)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            dense(semantic, panoptic), generator(semantic, panoptic), atol=1e-5, rtol=1e-4
-        )

@@ -83,9 +83,10 @@ def test_vgg_layout_matches_torchvision():
     assert [type(m).__name__ for m in reference] == [type(m).__name__ for m in ours]
 
 
-def test_vgg_perceptual_loss_matches_literal(vgg_file, tmp_path):
+@pytest.mark.parametrize("vgg_input", ["raw", "imagenet"])
+def test_vgg_perceptual_loss_matches_literal(vgg_file, tmp_path, vgg_input):
     path, features = vgg_file
-    loss_fn = VGGPerceptualLoss(path)
+    loss_fn = VGGPerceptualLoss(path, input=vgg_input)
     assert list(loss_fn.parameters()) == []  # frozen: nothing for an optimizer to pick up
     torch.manual_seed(1)
     fake = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
@@ -96,7 +97,8 @@ def test_vgg_perceptual_loss_matches_literal(vgg_file, tmp_path):
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def activations(image):
-        x, out = ((image + 1) / 2 - mean) / std, []
+        # SPADE's VGGLoss feeds the [-1, 1] images unchanged; "imagenet" normalises them first.
+        x, out = (image if vgg_input == "raw" else ((image + 1) / 2 - mean) / std), []
         for index, layer in enumerate(features):
             x = layer(x)
             if index in (1, 6, 11, 20, 29):  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
@@ -117,7 +119,18 @@ def test_vgg_perceptual_loss_matches_literal(vgg_file, tmp_path):
 
     st_path = tmp_path / "vgg19.safetensors"
     save_file({k: v.contiguous() for k, v in features.state_dict().items()}, str(st_path))
-    torch.testing.assert_close(VGGPerceptualLoss(st_path)(fake, real), loss)
+    torch.testing.assert_close(VGGPerceptualLoss(st_path, input=vgg_input)(fake, real), loss)
+
+
+def test_vgg_input_switch_changes_the_loss_and_is_checked(vgg_file):
+    path, _ = vgg_file
+    torch.manual_seed(2)
+    fake, real = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    raw, imagenet = VGGPerceptualLoss(path), VGGPerceptualLoss(path, input="imagenet")
+    assert raw.input == "raw"  # SPADE's choice is the default
+    assert not torch.allclose(raw(fake, real), imagenet(fake, real))
+    with pytest.raises(ValueError, match="input must be one of 'raw', 'imagenet'"):
+        VGGPerceptualLoss(path, input="caffe")
 
 
 def test_vgg_missing_or_wrong_file(tmp_path):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_conv2d, panoptic_upsample, semantic_one_hot
+from pansynth.ops import panoptic_upsample
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ID_VALUES = torch.tensor([-3, 11, 5_000_017, 2**41, 26003, 26004])
@@ -113,41 +113,3 @@ def test_batch_size_zero():
 def test_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         panoptic_upsample(*args)
-
-
-@pytest.mark.parametrize("out_channels", [6, 16])
-@pytest.mark.parametrize("ignore_index", [None, 255])
-def test_hole_filling_equals_dense_formula(out_channels, ignore_index):
-    """out = upsampled + (1 - matched) * proj(first_layer(onehot(S_high), P_high)) (eq. 3)."""
-    g = torch.Generator().manual_seed(out_channels)
-    num_classes = 4
-    first_layer = PanopticConv2d(num_classes + (ignore_index is not None), 16, 3).double()
-    layer = PanopticUpsample(first_layer, out_channels, num_classes, ignore_index).double()
-    low, high = random_maps(2, 4, 5, g, 5)
-    semantic = torch.randint(0, num_classes, high.shape, generator=g)
-    if ignore_index is not None:
-        semantic[:, 0, :] = ignore_index
-    features = torch.randn(2, out_channels, 4, 5, generator=g, dtype=torch.float64)
-    upsampled, matched = panoptic_upsample(features, low, high)
-    one_hot = semantic_one_hot(semantic, num_classes, ignore_index).double()
-    fill = panoptic_conv2d(one_hot, high, first_layer.weight, first_layer.bias)
-    if layer.proj is not None:
-        fill = layer.proj(fill)
-    expected = upsampled + (1 - matched) * fill
-    torch.testing.assert_close(layer(features, semantic, low, high), expected)
-    # The shared first layer is not a parameter of the stage: only the 1x1 projection is.
-    names = {name for name, _ in layer.named_parameters()}
-    assert names == (set() if out_channels == 16 else {"proj.weight", "proj.bias"})
-
-
-def test_hole_filling_gradients_reach_shared_layer_and_projection():
-    g = torch.Generator().manual_seed(1)
-    first_layer = PanopticConv2d(3, 8, 3)
-    layer = PanopticUpsample(first_layer, 4, 3)
-    low, high = random_maps(1, 4, 4, g, 5)
-    semantic = torch.randint(0, 3, high.shape, generator=g)
-    features = torch.randn(1, 4, 4, 4, generator=g, requires_grad=True)
-    layer(features, semantic, low, high).square().sum().backward()
-    assert first_layer.weight.grad.abs().sum() > 0
-    assert layer.proj.weight.grad.abs().sum() > 0
-    assert features.grad.abs().sum() > 0

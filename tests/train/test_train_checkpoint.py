@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pansynth.files import remove_temporaries
 from pansynth.train import checkpoint as ckpt
 
 
@@ -51,7 +52,7 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, capsys, damage):
     # The unreadable file is kept (renamed), out of the rotation.
     assert (tmp_path / "step_00000006.pt.corrupt").read_bytes() == damaged
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [5]
-    assert ckpt.remove_stale_temporaries(tmp_path) == [tmp_path / "step_00000007.pt.tmp"]
+    assert remove_temporaries(tmp_path, "step_*.pt.tmp") == [tmp_path / "step_00000007.pt.tmp"]
 
 
 def test_no_checkpoint_gives_none(tmp_path):

@@ -17,7 +17,8 @@ from pansynth.train.config import (
     preset_names,
     valid_keys,
 )
-from pansynth.train.trainer import ema_decay, lr_factor
+from pansynth.train.loop import lr_factor
+from pansynth.train.loss import ema_decay
 
 
 def test_presets_hold_the_paper_settings():

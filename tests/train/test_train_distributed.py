@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import os, sys, json, torch
     from pansynth.data.synthetic import SyntheticScenes
     from pansynth.train.config import config_from_dict
-    from pansynth.train.trainer import Trainer
+    from pansynth.train.loop import Trainer
     from pansynth.train import distributed
 
     torch.set_num_threads(1)

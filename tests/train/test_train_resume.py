@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from pansynth.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint
-from pansynth.train.trainer import TrainingDiverged, train
+from pansynth.train.loop import TrainingDiverged, train
 
 
 def _assert_same_state(a: dict, b: dict) -> None:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from pansynth.inference import load_generator
-from pansynth.train.checkpoint import list_checkpoints, load_latest_checkpoint
-from pansynth.train.trainer import Trainer, make_grid, train
+from pansynth.train.checkpoint import list_checkpoints, load_generator_from_checkpoint, load_latest_checkpoint
+from pansynth.train.loop import Trainer, train
+from pansynth.train.monitor import sample_grid
 
 
 @pytest.mark.parametrize(("conv", "upsample"), [("standard", "nearest"), ("panoptic", "panoptic")])
@@ -24,7 +25,7 @@ def test_few_steps_train_and_write_the_run(tmp_path, scenes, make_config, conv, 
     # Weights changed, every logged loss is finite, one metrics line per step.
     changed_G = [k for k, v in trainer.generator.state_dict().items() if not torch.equal(v, initial_G[k])]
     changed_D = [k for k, v in trainer.D.state_dict().items() if not torch.equal(v, initial_D[k])]
-    assert any("conv_img" in k for k in changed_G) and any(k.startswith("fc") for k in changed_G)
+    assert any("conv_img" in k for k in changed_G) and any(k.startswith("first_layer") for k in changed_G)
     assert len(changed_D) > 0
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
@@ -44,11 +45,11 @@ def test_few_steps_train_and_write_the_run(tmp_path, scenes, make_config, conv, 
 
     # The export holds the EMA generator: same outputs as the EMA weights of the checkpoint.
     exported = load_generator(run / "export")
-    from_checkpoint = load_generator(run / "checkpoints" / "step_00000003.pt")
+    from_checkpoint = load_generator_from_checkpoint(run / "checkpoints" / "step_00000003.pt")
     sample = scenes[0]
     semantic, panoptic = sample["semantic"][None], sample["panoptic"][None]
     with torch.no_grad():
-        expected = trainer.G_ema(semantic, panoptic)
+        expected = trainer.ema.model(semantic, panoptic)
         torch.testing.assert_close(exported(semantic, panoptic), expected)
         torch.testing.assert_close(from_checkpoint(semantic, panoptic), expected)
     for name, value in state["G_ema"].items():
@@ -61,7 +62,7 @@ def test_ema_is_the_literal_moving_average(tmp_path, scenes, make_config):
     before = {k: v.clone() for k, v in trainer.generator.named_parameters()}
     trainer.run()
     decay = min(0.5, 1.0 / 10.0)
-    for name, value in trainer.G_ema.named_parameters():
+    for name, value in trainer.ema.model.named_parameters():
         after = dict(trainer.generator.named_parameters())[name].detach()
         torch.testing.assert_close(value, decay * before[name] + (1 - decay) * after)
 
@@ -79,7 +80,7 @@ def test_sample_grid_layout():
     panoptic = torch.tensor([[[1, 2], [1, 2]]])
     fake = -torch.ones(1, 3, 2, 2)
     real = torch.ones(1, 3, 2, 2)
-    grid = make_grid(panoptic, fake, real)
+    grid = sample_grid(panoptic, fake, real)
     assert grid.shape == (2, 6, 3) and grid.dtype.name == "uint8"
     assert (grid[:, 2:4] == 0).all() and (grid[:, 4:6] == 255).all()
     # Same id, same colour; different ids, different colours.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pansynth.choices import DATASET_NAMES, DatasetName
 from pansynth.data.base import PanopticDataset, Transform
 from pansynth.data.cityscapes import Cityscapes
 from pansynth.data.coco_panoptic import CocoPanoptic
@@ -16,17 +17,20 @@ from pansynth.data.coco_stuff import CocoStuff
 from pansynth.data.folder import Folder
 from pansynth.data.synthetic import SyntheticScenes, write_synthetic_dataset
 
-DATASET_NAMES = ("folder", "cityscapes", "coco-stuff", "coco-panoptic")
-
 _READERS = {"cityscapes": Cityscapes, "coco-stuff": CocoStuff, "coco-panoptic": CocoPanoptic}
 
+# What ``split=None`` means, per format (the command line's ``--split`` help says the same).
+DEFAULT_SPLIT_HELP = (
+    "the dataset's own default: for folder, the folder itself when it holds images/, else its only split; "
+    "train for the other formats"
+)
 
-def build_dataset(name: str, root: str | Path, split: str | None = None, transform: Transform | None = None,
+
+def build_dataset(name: DatasetName, root: str | Path, split: str | None = None, transform: Transform | None = None,
                   skip_bad: bool = False) -> PanopticDataset:
     """Build a reader by name: ``folder``, ``cityscapes``, ``coco-stuff`` or ``coco-panoptic``.
 
-    ``split`` is optional for ``folder`` (None reads ``root/images`` directly) and defaults to
-    ``train`` for the other formats.
+    ``split=None`` takes the dataset's own default (:data:`DEFAULT_SPLIT_HELP`).
     """
     if name == "folder":
         return Folder(root, split=split, transform=transform, skip_bad=skip_bad)
@@ -35,8 +39,23 @@ def build_dataset(name: str, root: str | Path, split: str | None = None, transfo
     return _READERS[name](root, split or "train", transform=transform, skip_bad=skip_bad)
 
 
+def guess_format(root: str | Path) -> DatasetName | None:
+    """The dataset format whose layout ``root`` looks like, or None (used for hints in error messages)."""
+    root = Path(root)
+    if (root / "classes.json").is_file():
+        return "folder"
+    if (root / "gtFine").is_dir() or (root / "leftImg8bit").is_dir():
+        return "cityscapes"
+    if any(root.glob("*_label")) and any(root.glob("*_img")):
+        return "coco-stuff"
+    if (root / "annotations").is_dir() and any((root / "annotations").glob("panoptic_*.json")):
+        return "coco-panoptic"
+    return None
+
+
 __all__ = [
     "DATASET_NAMES",
+    "DEFAULT_SPLIT_HELP",
     "Cityscapes",
     "CocoPanoptic",
     "CocoStuff",
@@ -44,5 +63,6 @@ __all__ = [
     "PanopticDataset",
     "SyntheticScenes",
     "build_dataset",
+    "guess_format",
     "write_synthetic_dataset",
 ]

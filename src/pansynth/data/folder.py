@@ -71,7 +71,8 @@ class Folder(PanopticDataset):
 
     Args:
         root: dataset root holding ``classes.json``.
-        split: optional sub-folder (``train``, ``val``...) holding the three map folders.
+        split: sub-folder (``train``, ``val``...) holding the three map folders; None reads the root
+            itself when it holds ``images/``, else its only split (several splits: name one).
         transform: callable applied to each sample dict (e.g. :class:`~pansynth.data.transforms.PairedTransform`).
         skip_bad: skip bad samples with a logged count instead of raising.
 
@@ -90,16 +91,21 @@ class Folder(PanopticDataset):
         self.split = split
         self.class_names, self.thing_classes, self.ignore_index = read_classes_json(root / "classes.json")
         self.num_classes = len(self.class_names)
-        base = root / split if split else root
-        if not base.is_dir():
-            raise FileNotFoundError(f"{base}: split folder {split!r} not found")
         if split is None and not (root / "images").is_dir():
             splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
-            if splits:
+            if len(splits) == 1:
+                split = self.split = splits[0]
+            elif splits:
                 raise FileNotFoundError(
                     f"{root / 'images'}: directory not found; this dataset has the splits "
-                    f"{', '.join(splits)}: choose one (split=...)"
+                    f"{', '.join(splits)}: choose one (--split NAME)"
                 )
+        base = root / split if split else root
+        if not base.is_dir():
+            splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
+            raise FileNotFoundError(
+                f"{base}: split folder {split!r} not found" + (f" (the splits are {', '.join(splits)})" if splits else "")
+            )
         images = list_files(base / "images", IMAGE_EXTENSIONS)
         semantics = list_files(base / "semantic", (".png",))
         panoptics = list_files(base / "panoptic", (".png",))

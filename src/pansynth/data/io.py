@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pansynth.viz import uint8_to_image
+
 # Single-channel PIL modes that hold one integer per pixel.
 _SINGLE_CHANNEL_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -43,18 +45,7 @@ def read_image(path: Path) -> torch.Tensor:
     image = _open(path)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return image_to_tensor(np.asarray(image, dtype=np.uint8))
-
-
-def image_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """Convert ``array`` (ndarray[H, W, 3] uint8) to Tensor[3, H, W] float32 in [-1, 1].
-
-    The arithmetic is done in numpy: tiny torch ops are slow in a busy main process.
-    """
-    chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
-    chw /= np.float32(127.5)
-    chw -= np.float32(1.0)
-    return torch.from_numpy(chw)
+    return uint8_to_image(np.asarray(image, dtype=np.uint8))
 
 
 def read_label_png(path: Path) -> np.ndarray:

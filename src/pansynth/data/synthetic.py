@@ -31,7 +31,8 @@ import torch
 from PIL import Image
 
 from pansynth.data.folder import write_classes_json
-from pansynth.data.io import image_to_tensor, write_id_png, write_label_png
+from pansynth.data.io import write_id_png, write_label_png
+from pansynth.viz import uint8_to_image
 
 SKY, GROUND, WALL, DISC, BOX, CONE = range(6)
 SYNTHETIC_CLASS_NAMES: list[str] = ["sky", "ground", "wall", "disc", "box", "cone"]
@@ -282,7 +283,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, semantic, panoptic = self._scene(index)
         sample = {
-            "image": image_to_tensor(image),
+            "image": uint8_to_image(image),
             "semantic": torch.from_numpy(semantic),
             "panoptic": torch.from_numpy(panoptic),
             "name": scene_name(self.offset + index),

@@ -1,20 +1,29 @@
-"""Evaluation: FID, mIoU / accuracy, detAP, instance separation, the Figure 4 analysis, ablation and reports.
+"""Evaluation: the paper's metrics behind one interface, the Figure 4 analysis and reports.
 
-Modules: :mod:`~pansynth.eval.fid`, :mod:`~pansynth.eval.segmentation`, :mod:`~pansynth.eval.detection`,
-:mod:`~pansynth.eval.separation`, :mod:`~pansynth.eval.upsampling`, :mod:`~pansynth.eval.evaluate`
-(orchestration), :mod:`~pansynth.eval.ablation`, :mod:`~pansynth.eval.report`.
+Modules: :mod:`~pansynth.eval.metric` (the ``update(batch)`` / ``compute()`` interface),
+:mod:`~pansynth.eval.fid`, :mod:`~pansynth.eval.segmentation`, :mod:`~pansynth.eval.detection`,
+:mod:`~pansynth.eval.separation` (one per metric), :mod:`~pansynth.eval.evaluate` (the loop),
+:mod:`~pansynth.eval.upsampling` (Figure 4), :mod:`~pansynth.eval.report` (HTML pages).
 """
 
+from pansynth.eval.evaluate import MetricNetworks, evaluate_generator, evaluate_images, load_metric_networks
 from pansynth.eval.fid import FeatureStats, frechet_distance
-from pansynth.eval.report import colorize_panoptic, write_run_report
+from pansynth.eval.metric import EvalBatch, Metric, MetricResult
+from pansynth.eval.report import write_run_report
 from pansynth.eval.segmentation import ConfusionMatrix
 from pansynth.eval.upsampling import upsampling_stats
 
 __all__ = [
     "ConfusionMatrix",
+    "EvalBatch",
     "FeatureStats",
-    "colorize_panoptic",
+    "Metric",
+    "MetricNetworks",
+    "MetricResult",
+    "evaluate_generator",
+    "evaluate_images",
     "frechet_distance",
+    "load_metric_networks",
     "upsampling_stats",
     "write_run_report",
 ]

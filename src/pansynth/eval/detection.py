@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from pansynth.eval.metric import EvalBatch, MetricResult
 
 # Cityscapes names that map to a COCO category of another name.
 _NAME_ALIASES = {"rider": "person", "motorbike": "motorcycle", "bike": "bicycle", "aeroplane": "airplane"}
@@ -167,8 +170,6 @@ def load_detector(weights_path: str | Path | None, num_classes: int = 91, min_si
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size
     )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         try:
@@ -182,3 +183,37 @@ def load_detector(weights_path: str | Path | None, num_classes: int = 91, min_si
             f"--det-weights {path} does not fit Faster R-CNN R50-FPN with {num_classes} classes: {error}"
         ) from None
     return Detector(network.eval()).eval()
+
+
+class DetectionMetric:
+    """detAP and detAP50 (in %): a detector's boxes on the generated images against the boxes of
+    the thing instances of the panoptic maps.
+
+    Args:
+        detector: images in [-1, 1] -> prediction dicts (e.g. :func:`load_detector`).
+        label_map: dataset thing class -> detector label (see :func:`coco_label_map`).
+    """
+
+    names = ("detAP", "detAP50")
+
+    def __init__(self, detector: Detector, label_map: Mapping[int, int]) -> None:
+        self.detector = detector
+        self.label_map = dict(label_map)
+        self.ap = DetectionAP(labels=sorted(set(self.label_map.values())))
+
+    def update(self, batch: EvalBatch) -> None:
+        predictions = self.detector(batch.fake)
+        targets = []
+        for panoptic, semantic in zip(batch.panoptic, batch.semantic):
+            boxes, labels = boxes_from_panoptic(panoptic, semantic, self.label_map)
+            targets.append({"boxes": boxes, "labels": labels})
+        self.ap.update(predictions, targets)
+
+    def compute(self) -> MetricResult:
+        if self.ap.num_boxes == 0:
+            reason = "no ground-truth thing instance of a detector category in the maps"
+            return MetricResult(details={"gt_boxes": 0}, skipped={"detAP": reason, "detAP50": reason})
+        scores = self.ap.compute()
+        return MetricResult(
+            {"detAP": 100 * scores["detAP"], "detAP50": 100 * scores["detAP50"]}, {"gt_boxes": scores["gt_boxes"]}
+        )

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from pansynth.eval.metric import EvalBatch, MetricResult
+from pansynth.viz import images_to_uint8
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = (
@@ -150,15 +154,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """Images in [-1, 1] (Tensor[N, 3, H, W] float) -> uint8 in [0, 255] (rounded)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -196,7 +193,7 @@ def load_inception(weights_path: str | Path | None) -> InceptionFeatures:
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights {path} not found. {INCEPTION_HELP}")
     state = _read_state_dict(path)
-    from torchmetrics.image.fid import NoTrainInceptionV3
+    from torchmetrics.image.fid import NoTrainInceptionV3  # pulls in torch-fidelity: only when FID is asked for
 
     with tempfile.TemporaryDirectory() as tmp:
         # torch-fidelity reads the file with weights_only=False: give it a file holding only
@@ -220,7 +217,7 @@ def accumulate_features(
 ) -> FeatureStats:
     """Feed batches of images in [-1, 1] (Tensor[N, 3, H, W]) through ``extractor`` into ``stats``."""
     for batch in images:
-        features = extractor(to_uint8(batch))
+        features = extractor(images_to_uint8(batch))
         if stats is None:
             stats = FeatureStats(features.shape[1])
         stats.update(features.reshape(features.shape[0], -1))
@@ -255,3 +252,41 @@ def dataset_image_batches(
             batch = []
     if batch:
         yield torch.stack(batch).to(device)
+
+
+class FIDMetric:
+    """FID of the generated images against reference statistics, or against the real images seen.
+
+    Args:
+        inception: feature extractor (uint8 images -> features), e.g. :func:`load_inception`.
+        reference: ``(mu, sigma)`` from ``pansynth fid-stats``; None compares with the real
+            images of the evaluated batches.
+    """
+
+    names = ("FID",)
+
+    def __init__(self, inception: FeatureExtractor, reference: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.inception = inception
+        self.reference = reference
+        self.fake: FeatureStats | None = None
+        self.real: FeatureStats | None = None
+
+    @torch.no_grad()
+    def update(self, batch: EvalBatch) -> None:
+        count = batch.fake.shape[0]
+        features = self.inception(images_to_uint8(batch.fake)).reshape(count, -1).cpu()
+        self.fake = self.fake or FeatureStats(features.shape[1])
+        self.fake.update(features)
+        if self.reference is None:
+            real = self.inception(images_to_uint8(batch.real)).reshape(count, -1).cpu()
+            self.real = self.real or FeatureStats(real.shape[1])
+            self.real.update(real)
+
+    def compute(self) -> MetricResult:
+        if self.fake is None or self.fake.count < 2:
+            return MetricResult(skipped={"FID": "FID needs at least 2 images"})
+        if self.reference is not None:
+            return MetricResult({"FID": fid_from_stats(self.fake, *self.reference)},
+                                {"fid_reference": "statistics file"})
+        value = frechet_distance(self.fake.mean(), self.fake.cov(), self.real.mean(), self.real.cov())
+        return MetricResult({"FID": value}, {"fid_reference": f"the {self.real.count} real images of the evaluated split"})

@@ -10,78 +10,19 @@ import html
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
+from pansynth.files import atomic_write_text, keep_old
+from pansynth.run_files import CONFIG_FILE, METRICS_FILE, SAMPLES_DIR
+from pansynth.viz import pyplot, save_figure
+
+__all__ = ["embed_image", "html_page", "loss_section", "plot_losses", "read_metrics_log", "write_page",
+           "write_run_report"]
+
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def colorize_panoptic(panoptic: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Deterministic colours for a panoptic map: Tensor/ndarray[H, W] int -> uint8 ndarray[H, W, 3].
-
-    Each id is hashed (a fixed integer mix, independent of the other ids in the map) to a
-    colour; distinct ids in one map always get distinct colours (a rare hash collision is
-    resolved by nudging the later id's colour).
-    """
-    if isinstance(panoptic, torch.Tensor):
-        panoptic = panoptic.detach().cpu().numpy()
-    panoptic = np.asarray(panoptic)
-    if panoptic.ndim != 2:
-        raise ValueError(f"panoptic must be (H, W), got {panoptic.shape}")
-    ids, inverse = np.unique(panoptic.astype(np.int64), return_inverse=True)
-    colors = _hash_colors(ids)
-    # resolve collisions deterministically (ids are sorted)
-    seen: dict[tuple[int, int, int], int] = {}
-    for index in range(len(ids)):
-        color = tuple(int(v) for v in colors[index])
-        step = 0
-        while color in seen:
-            step += 1
-            color = tuple(int(v) for v in _hash_colors(np.array([ids[index] + step * 7919]))[0])
-        seen[color] = index
-        colors[index] = color
-    return colors[inverse.reshape(panoptic.shape)].astype(np.uint8)
-
-
-def _hash_colors(ids: np.ndarray) -> np.ndarray:
-    x = ids.astype(np.uint64) + np.uint64(0x9E3779B9)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(16))) * np.uint64(0x45D9F3B)
-        x = (x ^ (x >> np.uint64(16))) * np.uint64(0x45D9F3B)
-        x = x ^ (x >> np.uint64(16))
-    channels = np.stack([(x >> np.uint64(shift)) & np.uint64(255) for shift in (0, 8, 16)], -1)
-    # keep colours away from black so segments stay visible
-    return (channels.astype(np.int64) * 200 // 255 + 40).astype(np.int64)
-
-
-def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Tensor[3, H, W] in [-1, 1] -> uint8 ndarray[H, W, 3]."""
-    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return array.permute(1, 2, 0).numpy()
-
-
-def save_grid(rows: list[list[np.ndarray]], path: str | Path, gap: int = 2) -> Path:
-    """Tile uint8 images (H, W, 3), one list per row, into a PNG with white gaps."""
-    if not rows or not rows[0]:
-        raise ValueError("no images for the grid")
-    cell_h = max(img.shape[0] for row in rows for img in row)
-    cell_w = max(img.shape[1] for row in rows for img in row)
-    columns = max(len(row) for row in rows)
-    canvas = np.full(
-        (len(rows) * (cell_h + gap) - gap, columns * (cell_w + gap) - gap, 3), 255, dtype=np.uint8
-    )
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            y, x = r * (cell_h + gap), c * (cell_w + gap)
-            canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
-    return path
 
 
 def read_metrics_log(path: str | Path) -> list[dict]:
@@ -116,11 +57,7 @@ def plot_losses(records: list[dict], path: str | Path) -> Path | None:
     )
     if not keys:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = min(3, len(keys))
     rows = math.ceil(len(keys) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), dpi=100, squeeze=False)
@@ -137,22 +74,11 @@ def plot_losses(records: list[dict], path: str | Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out a matplotlib figure, write it to ``path`` (folders created) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _embed(path_or_bytes: str | Path | bytes) -> str:
+def embed_image(path_or_bytes: str | Path | bytes, min_width: int = 480) -> str:
     """``<img>`` attributes ``src='data:...' width='...'`` for an image file or PNG bytes.
 
-    Small images (e.g. 64-pixel samples) are shown enlarged by an integer factor, pixelated.
+    Small images (e.g. 64-pixel samples) are shown enlarged by an integer factor (up to 4, to
+    about ``min_width`` pixels), pixelated.
     """
     source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else Path(path_or_bytes)
     with Image.open(source) as image:
@@ -163,7 +89,7 @@ def _embed(path_or_bytes: str | Path | bytes) -> str:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG")
             data = buffer.getvalue()
-    scale = max(1, min(4, 480 // max(width, 1)))
+    scale = max(1, min(4, min_width // max(width, 1)))
     return f"src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}' width='{width * scale}'"
 
 
@@ -246,31 +172,17 @@ def write_run_report(
     else:
         sections.append("<p class='note'>No metrics yet: run <code>pansynth evaluate</code>.</p>")
 
-    log_path = run_dir / "metrics.jsonl"
     sections.append("<h2>Training losses</h2>")
-    records = read_metrics_log(log_path) if log_path.is_file() else []
-    figure = None
-    if records:
-        buffer_path = out_html.parent / (out_html.stem + "_losses.png")
-        figure = plot_losses(records, buffer_path)
-    if figure is not None:
-        data = figure.read_bytes()
-        figure.unlink()
-        sections.append(
-            f"<figure><img alt='loss curves' {_embed(data)}><figcaption>{len(records)} logged steps "
-            f"(last step {records[-1]['step']})</figcaption></figure>"
-        )
-    else:
-        sections.append("<p class='note'>No metrics.jsonl in the run directory.</p>")
+    sections.append(loss_section(run_dir))
 
     grid = _find_first(run_dir, ["eval/grid.png"])
     sections.append("<h2>Panoptic map | generated | real</h2>")
     if grid is not None:
-        sections.append(f"<figure><img alt='evaluation grid' {_embed(grid)}></figure>")
+        sections.append(f"<figure><img alt='evaluation grid' {embed_image(grid)}></figure>")
     else:
         sections.append("<p class='note'>No evaluation grid (written by <code>pansynth evaluate</code>).</p>")
 
-    samples_dir = Path(samples_dir) if samples_dir is not None else run_dir / "samples"
+    samples_dir = Path(samples_dir) if samples_dir is not None else run_dir / SAMPLES_DIR
     if samples_dir.is_dir():
         images = sorted(
             (p for p in samples_dir.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES),
@@ -280,7 +192,7 @@ def write_run_report(
             sections.append("<h2>Training samples (latest)</h2>")
             for image in images:
                 caption = html.escape(str(image.relative_to(samples_dir)))
-                figure_html = f"<img alt='{caption}' {_embed(image)}><figcaption>{caption}</figcaption>"
+                figure_html = f"<img alt='{caption}' {embed_image(image)}><figcaption>{caption}</figcaption>"
                 sections.append(f"<figure>{figure_html}</figure>")
 
     extra = dict(extra_images or {})
@@ -292,18 +204,42 @@ def write_run_report(
         if not path.is_file():
             raise FileNotFoundError(f"report image {path} ({caption}) not found")
         sections.append(f"<h2>{html.escape(caption)}</h2>")
-        sections.append(f"<figure><img alt='{html.escape(caption)}' {_embed(path)}></figure>")
+        sections.append(f"<figure><img alt='{html.escape(caption)}' {embed_image(path)}></figure>")
 
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
         sections.append("<h2>Configuration</h2><pre>" + html.escape(config_path.read_text()) + "</pre>")
 
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pansynth report</title>"
+    return write_page(out_html, "pansynth report", sections)
+
+
+def loss_section(run_dir: Path) -> str:
+    """HTML of the loss curves of a run (``metrics.jsonl``), embedded as a PNG."""
+    log_path = run_dir / METRICS_FILE
+    records = read_metrics_log(log_path) if log_path.is_file() else []
+    if not records:
+        return f"<p class='note'>No {METRICS_FILE} in the run directory.</p>"
+    buffer = io.BytesIO()
+    figure = plot_losses(records, buffer)
+    if figure is None:
+        return "<p class='note'>No losses were logged.</p>"
+    return (
+        f"<figure><img alt='loss curves' {embed_image(buffer.getvalue())}><figcaption>{len(records)} logged steps "
+        f"(last step {records[-1]['step']})</figcaption></figure>"
+    )
+
+
+def html_page(title: str, sections: Sequence[str]) -> str:
+    """A self-contained HTML page of the given sections (the report's style)."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>"
     )
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    if out_html.exists():
-        out_html.replace(out_html.with_name(out_html.name + ".bak"))
-    out_html.write_text(page, encoding="utf-8")
-    return out_html
+
+
+def write_page(path: Path, title: str, sections: Sequence[str]) -> Path:
+    """Write :func:`html_page` to ``path``; an existing different file is kept as ``NAME.bak``."""
+    page = html_page(title, sections)
+    if path.is_file() and path.read_text(encoding="utf-8") != page:
+        keep_old(path)
+    return atomic_write_text(path, page)

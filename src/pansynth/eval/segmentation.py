@@ -19,16 +19,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision.models.segmentation as segmentation
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Cityscapes label id -> train id (the 19 evaluation classes); everything else is ignored (255).
-_CITYSCAPES_LABEL_TO_TRAIN = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
+from pansynth.data.cityscapes import CITYSCAPES_TRAIN_IDS
+from pansynth.eval.metric import EvalBatch, MetricResult
+from pansynth.models.losses import IMAGENET_MEAN, IMAGENET_STD
 
 TORCHVISION_SEGMENTATION_ARCHS = (
     "deeplabv3_resnet50",
@@ -41,14 +38,7 @@ TORCHVISION_SEGMENTATION_ARCHS = (
 
 
 def cityscapes_train_ids() -> dict[int, int]:
-    """Cityscapes label id -> train id mapping (from ``pansynth.data.cityscapes`` when available)."""
-    try:
-        from pansynth.data.cityscapes import CITYSCAPES_TRAIN_IDS  # type: ignore[attr-defined]
-    except ImportError:
-        return dict(_CITYSCAPES_LABEL_TO_TRAIN)
-    if isinstance(CITYSCAPES_TRAIN_IDS, Mapping):
-        return {int(k): int(v) for k, v in CITYSCAPES_TRAIN_IDS.items() if 0 <= int(v) < 19}
-    # a lookup table indexed by label id
+    """Cityscapes label id -> train id (the 19 evaluation classes) of :data:`pansynth.data.cityscapes.CITYSCAPES_TRAIN_IDS`."""
     return {index: int(v) for index, v in enumerate(CITYSCAPES_TRAIN_IDS) if 0 <= int(v) < 19}
 
 
@@ -208,8 +198,6 @@ def load_segmentation_model(
     path = Path(seg_weights)
     if not path.is_file():
         raise FileNotFoundError(f"segmentation weights {path} not found")
-    import torchvision.models.segmentation as segmentation
-
     builder = getattr(segmentation, seg_arch)
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     if not seg_arch.startswith("lraspp"):
@@ -229,8 +217,6 @@ def load_segmentation_model(
 
 def _load_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -326,3 +312,37 @@ def save_torchscript(model: SegmentationModel, path: str | Path) -> Path:
         scripted.save(str(tmp))
     tmp.replace(path)
     return path
+
+
+class SegmentationMetric:
+    """mIoU and pixel accuracy (in %) of a segmentation network on the generated images.
+
+    Args:
+        model: the segmentation network (images in [-1, 1] -> label maps).
+        num_classes: number of evaluated classes K.
+        label_map: dataset class -> network class (None: identity); unmapped classes are ignored.
+        ignore_index: the dataset's ignore label (never counted).
+    """
+
+    names = ("mIoU", "accuracy")
+
+    def __init__(self, model: SegmentationModel, num_classes: int, label_map: Mapping[int, int] | None = None,
+                 ignore_index: int | None = None) -> None:
+        self.model = model
+        self.label_map = label_map
+        self.ignore_index = ignore_index
+        self.confusion = ConfusionMatrix(num_classes)
+
+    def update(self, batch: EvalBatch) -> None:
+        prediction = self.model(batch.fake, tuple(batch.semantic.shape[-2:])).cpu()
+        target = batch.semantic.clone()
+        if self.ignore_index is not None:
+            target[target == self.ignore_index] = -1
+        self.confusion.update(prediction, apply_mapping(target, self.label_map))
+
+    def compute(self) -> MetricResult:
+        scores = self.confusion.compute()
+        return MetricResult(
+            {"mIoU": 100 * scores["miou"], "accuracy": 100 * scores["accuracy"]},
+            {"per_class_iou": scores["per_class_iou"]},
+        )

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pansynth.eval.metric import EvalBatch, MetricResult
+
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -165,3 +167,29 @@ class SeparationScore:
             "separation_ratio": ratio,
             "separation_pairs": int(generated.numel()),
         }
+
+
+class SeparationMetric:
+    """Instance separation of the generated images, and relative to the real ones (needs no network).
+
+    Args:
+        thing_classes: the dataset's thing class indices.
+        width: band width in pixels on each side of a shared boundary.
+    """
+
+    names = ("separation", "separation_real", "separation_ratio")
+
+    def __init__(self, thing_classes: Sequence[int], width: int = 3) -> None:
+        self.score = SeparationScore(thing_classes, width)
+
+    def update(self, batch: EvalBatch) -> None:
+        for fake, real, panoptic, semantic in zip(batch.fake.cpu(), batch.real.cpu(), batch.panoptic, batch.semantic):
+            self.score.update(fake, real, panoptic, semantic)
+
+    def compute(self) -> MetricResult:
+        scores = self.score.compute()
+        pairs = scores.pop("separation_pairs")
+        if pairs == 0:
+            reason = "no pair of touching instances of the same thing class in the maps"
+            return MetricResult(details={"separation_pairs": 0}, skipped={name: reason for name in self.names})
+        return MetricResult(scores, {"separation_pairs": pairs})

@@ -3,17 +3,23 @@
 For each 2x upsampling step of the generator, the panoptic map seen by the low-resolution
 layer is ``P[::s, ::s]`` and the one seen after upsampling is ``P[::s/2, ::s/2]``. For a
 high-resolution pixel ``(y, x)`` nearest-neighbour upsampling copies the feature of
-``low[y // 2, x // 2]``:
+``low[y // 2, x // 2]``. Algorithm 1 (:func:`pansynth.ops.upsample_choices`, called here)
+classifies every pixel:
 
-* **misaligned**: share of high-resolution pixels whose nearest-neighbour copy carries another
-  panoptic id (these need Algorithm 1's alignment correction or hole filling);
-* **holes**: share whose id matches none of the four candidates ``low[r, c]``, ``low[r, c+1]``,
-  ``low[r+1, c]``, ``low[r+1, c+1]`` (``r = y // 2``, ``c = x // 2``, in-bounds candidates
-  only) of Algorithm 1, so the panoptic-aware upsampling has to fill them from the semantic map.
+* **misaligned**: its nearest-neighbour copy carries another panoptic id (Algorithm 1 takes
+  another candidate, or finds none);
+* **hole**: its id matches none of the four candidates ``low[r, c]``, ``low[r, c+1]``,
+  ``low[r+1, c]``, ``low[r+1, c+1]`` (in-bounds only), so the panoptic-aware upsampling fills
+  it from the semantic map.
 
-Holes are a subset of the misaligned pixels. ``levels`` is the number of upsampling steps:
-the strides go ``2**levels -> 2**(levels-1)``, ..., ``2 -> 1``; SPADE's "normal" generator on a
-256-pixel crop starts at 8x8 and upsamples 5 times, hence the default ``levels=5``.
+The paper reports both as shares "among the newly generated" pixels of a step: the pixels
+that upsampling creates, i.e. all but the top-left pixel of every 2x2 block, which is the
+low-resolution pixel itself (``high[2r, 2c] == low[r, c]``) and never misaligned. These are
+``misaligned`` and ``holes`` below; ``misaligned_all`` and ``holes_all`` divide by all
+high-resolution pixels instead (3/4 of the paper's figures on even-sized maps).
+``levels`` is the number of upsampling steps: strides ``2**levels -> 2**(levels-1)``, ...,
+``2 -> 1``; SPADE's "normal" generator on a 256-pixel crop starts at 8x8 and upsamples 5
+times, hence the default ``levels=5``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from pansynth.files import atomic_write_text
+from pansynth.ops import upsample_choices
+from pansynth.ops.panoptic_upsample import CANDIDATES
+from pansynth.viz import pyplot, save_figure
+
+__all__ = [
+    "analyze_dataset",
+    "dataset_upsampling_stats",
+    "format_table",
+    "plot_upsampling_stats",
+    "upsampling_counts",
+    "upsampling_stats",
+    "write_analysis",
+]
 
 
 def _as_tensor(panoptic: Tensor | np.ndarray) -> Tensor:
@@ -38,7 +60,8 @@ def _as_tensor(panoptic: Tensor | np.ndarray) -> Tensor:
 
 
 def upsampling_counts(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[dict]:
-    """Pixel counts behind :func:`upsampling_stats`: stride, pixels, misaligned, holes per step."""
+    """Pixel counts behind :func:`upsampling_stats`, per step (coarsest first): ``stride``,
+    ``low_size``, ``high_size``, ``pixels`` (all), ``new_pixels``, ``misaligned``, ``holes``."""
     panoptic = _as_tensor(panoptic)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
@@ -53,69 +76,71 @@ def upsampling_counts(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[di
         low = panoptic[::stride, ::stride]
         high = panoptic[:: stride // 2, :: stride // 2]
         h, w = high.shape
-        rows = torch.arange(h) // 2
-        cols = torch.arange(w) // 2
-        nearest = low[rows[:, None], cols[None, :]]
-        misaligned = high != nearest
-        matched = ~misaligned
-        for dr, dc in ((0, 1), (1, 0), (1, 1)):
-            r, c = rows + dr, cols + dc
-            valid = (r < low.shape[0])[:, None] & (c < low.shape[1])[None, :]
-            candidate = low[r.clamp(max=low.shape[0] - 1)[:, None], c.clamp(max=low.shape[1] - 1)[None, :]]
-            matched |= valid & (candidate == high)
+        # Algorithm 1 works on (2h', 2w') maps: pad an odd-sized high map by one row/column,
+        # whose pixels are left out of the counts (a pixel's choice depends on its own id only).
+        padded = F.pad(high, (0, 2 * low.shape[1] - w, 0, 2 * low.shape[0] - h))
+        choice = upsample_choices(low[None], padded[None])[0, :h, :w]
+        new = torch.ones(h, w, dtype=torch.bool)
+        new[::2, ::2] = False
         results.append(
             {
                 "stride": stride,
                 "low_size": list(low.shape),
                 "high_size": [h, w],
                 "pixels": h * w,
-                "misaligned": int(misaligned.sum()),
-                "holes": int((~matched).sum()),
+                "new_pixels": int(new.sum()),
+                "misaligned": int((choice != 0).sum()),
+                "holes": int((choice == len(CANDIDATES)).sum()),
             }
         )
     return results
 
 
+def _shares(counts: dict) -> dict:
+    return {
+        "misaligned": counts["misaligned"] / counts["new_pixels"],
+        "holes": counts["holes"] / counts["new_pixels"],
+        "misaligned_all": counts["misaligned"] / counts["pixels"],
+        "holes_all": counts["holes"] / counts["pixels"],
+    }
+
+
 def upsampling_stats(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[dict]:
-    """Misaligned / hole fractions of nearest-neighbour upsampling for one panoptic map.
+    """Misaligned / hole shares of nearest-neighbour upsampling for one panoptic map.
 
     Args:
         panoptic (Tensor[H, W] or ndarray, integer): full-resolution panoptic ids.
         levels: number of 2x upsampling steps (strides ``2**levels`` ... ``2``).
 
     Returns:
-        One dict per step, coarsest first: ``stride`` (the low-resolution stride s),
-        ``misaligned`` and ``holes`` (fractions in [0, 1] of the pixels of ``P[::s/2, ::s/2]``).
+        One dict per step, coarsest first: ``stride`` (the low-resolution stride s); ``misaligned``
+        and ``holes``, fractions of the newly generated pixels of ``P[::s/2, ::s/2]`` (the paper's
+        Figure 4); ``misaligned_all`` and ``holes_all``, fractions of all its pixels.
 
     Example:
         >>> upsampling_stats(torch.tensor([[0, 1], [2, 3]]), levels=1)
-        [{'stride': 2, 'misaligned': 0.75, 'holes': 0.75}]
+        [{'stride': 2, 'misaligned': 1.0, 'holes': 1.0, 'misaligned_all': 0.75, 'holes_all': 0.75}]
     """
-    return [
-        {
-            "stride": c["stride"],
-            "misaligned": c["misaligned"] / c["pixels"],
-            "holes": c["holes"] / c["pixels"],
-        }
-        for c in upsampling_counts(panoptic, levels)
-    ]
+    return [{"stride": c["stride"], **_shares(c)} for c in upsampling_counts(panoptic, levels)]
 
 
 def dataset_upsampling_stats(panoptic_maps: Iterable[Tensor], levels: int = 5) -> list[dict]:
-    """Average over many maps: pixel-weighted fractions per step plus the per-image mean.
+    """Average over many maps: pooled shares per step plus the per-image mean of the paper's shares.
 
-    Returns per step ``stride``, ``misaligned``, ``holes`` (pooled over all pixels),
-    ``misaligned_mean_image``, ``holes_mean_image`` and ``images``.
+    Returns per step ``stride``, ``misaligned``, ``holes`` (shares of the new pixels, pooled over
+    all maps), ``misaligned_all``, ``holes_all`` (shares of all pixels), ``misaligned_mean_image``,
+    ``holes_mean_image`` (mean over maps of the new-pixel shares) and ``images``.
     """
+    keys = ("pixels", "new_pixels", "misaligned", "holes")
     totals: list[dict] | None = None
     per_image: list[list[tuple[float, float]]] = []
     for panoptic in panoptic_maps:
         counts = upsampling_counts(panoptic, levels)
-        per_image.append([(c["misaligned"] / c["pixels"], c["holes"] / c["pixels"]) for c in counts])
+        per_image.append([(c["misaligned"] / c["new_pixels"], c["holes"] / c["new_pixels"]) for c in counts])
         if totals is None:
-            totals = [{"stride": c["stride"], "pixels": 0, "misaligned": 0, "holes": 0} for c in counts]
+            totals = [{"stride": c["stride"], **{key: 0 for key in keys}} for c in counts]
         for total, count in zip(totals, counts):
-            for key in ("pixels", "misaligned", "holes"):
+            for key in keys:
                 total[key] += count[key]
     if totals is None:
         raise ValueError("no panoptic maps to analyse")
@@ -123,8 +148,7 @@ def dataset_upsampling_stats(panoptic_maps: Iterable[Tensor], levels: int = 5) -
     return [
         {
             "stride": total["stride"],
-            "misaligned": total["misaligned"] / total["pixels"],
-            "holes": total["holes"] / total["pixels"],
+            **_shares(total),
             "misaligned_mean_image": float(means[index, 0]),
             "holes_mean_image": float(means[index, 1]),
             "images": len(per_image),
@@ -134,12 +158,16 @@ def dataset_upsampling_stats(panoptic_maps: Iterable[Tensor], levels: int = 5) -
 
 
 def format_table(stats: list[dict], image_size: tuple[int, int] | None = None) -> str:
-    """Plain-text table of :func:`dataset_upsampling_stats` (percentages)."""
-    lines = [f"{'step':>20}  {'misaligned %':>12}  {'holes %':>8}"]
+    """Plain-text table of :func:`dataset_upsampling_stats` (percent of the newly generated pixels,
+    the paper's Figure 4; the shares of all pixels beside them)."""
+    lines = [f"{'step':>20}  {'misaligned %':>12}  {'holes %':>8}  {'(of all pixels:':>16} {'misaligned %':>12}  "
+             f"{'holes %)':>8}"]
     for row in stats:
-        stride = row["stride"]
-        step = _step_label(stride, image_size).replace("\n→", " -> ").replace("→", " -> ")
-        lines.append(f"{step:>20}  {100 * row['misaligned']:12.2f}  {100 * row['holes']:8.2f}")
+        step = _step_label(row["stride"], image_size).replace("\n→", " -> ").replace("→", " -> ")
+        lines.append(
+            f"{step:>20}  {100 * row['misaligned']:12.2f}  {100 * row['holes']:8.2f}  {'':>16} "
+            f"{100 * row['misaligned_all']:12.2f}  {100 * row['holes_all']:8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -154,14 +182,10 @@ def _step_label(stride: int, image_size: tuple[int, int] | None) -> str:
 def plot_upsampling_stats(
     stats: list[dict], path: str | Path, title: str | None = None, image_size: tuple[int, int] | None = None
 ) -> Path:
-    """Grouped bar chart like the paper's Figure 4 (percent per upsampling step).
+    """Grouped bar chart like the paper's Figure 4 (percent of the newly generated pixels per step).
 
     ``image_size`` (H, W) of the full maps labels the steps with feature-map sizes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [_step_label(row["stride"], image_size) for row in stats]
     x = np.arange(len(stats))
     fig, ax = plt.subplots(figsize=(7.0, 3.9), dpi=120)
@@ -173,24 +197,39 @@ def plot_upsampling_stats(
     ax.bar_label(bars_b, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, labels)
     ax.set_xlabel("upsampling step" + (" (feature map size)" if image_size else " (scale of the image)"))
-    ax.set_ylabel("% of upsampled pixels")
+    ax.set_ylabel("% of the newly generated pixels")
     ax.set_title(title or "Nearest-neighbour upsampling vs panoptic map")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    from pansynth.eval.report import save_figure
-
     return save_figure(fig, path)
 
 
 def write_analysis(stats: list[dict], out_dir: str | Path, meta: dict | None = None) -> dict[str, Path]:
     """Write ``upsampling.json`` and ``upsampling.png`` into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "upsampling.json"
-    json_path.write_text(json.dumps({**(meta or {}), "steps": stats}, indent=2))
+    json_path = atomic_write_text(out_dir / "upsampling.json", json.dumps({**(meta or {}), "steps": stats}, indent=2))
     title = None
     if meta and meta.get("dataset"):
         title = f"Figure 4: {meta['dataset']} {meta.get('split') or ''} ({meta.get('images', '?')} maps)"
     size = tuple(meta["map_size"]) if meta and meta.get("map_size") else None
     png_path = plot_upsampling_stats(stats, out_dir / "upsampling.png", title=title, image_size=size)
     return {"json": json_path, "png": png_path}
+
+
+def analyze_dataset(dataset, levels: int = 5, limit: int | None = None) -> tuple[list[dict], dict]:
+    """Figure 4 statistics over the panoptic maps of a dataset: ``(stats, meta)``.
+
+    ``meta`` holds ``images`` (how many maps) and ``map_size`` ([H, W] when all maps share one size).
+    """
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    sizes = set()
+
+    def maps():
+        for index in range(count):
+            panoptic = dataset[index]["panoptic"]
+            sizes.add(tuple(panoptic.shape))
+            yield panoptic
+
+    stats = dataset_upsampling_stats(maps(), levels)
+    size = next(iter(sizes)) if len(sizes) == 1 else None
+    return stats, {"images": count, "levels": levels, "map_size": list(size) if size else None}

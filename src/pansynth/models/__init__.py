@@ -2,7 +2,9 @@
 
 from pansynth.models import losses
 from pansynth.models.discriminator import MultiscaleDiscriminator, NLayerDiscriminator
-from pansynth.models.generator import DenseHoleFillUpsample, Generator, build_label_map, label_map_channels
+from pansynth.models.generator import Generator, build_label_map, label_map_channels
+from pansynth.models.hole_fill import HoleFillingUpsample
+from pansynth.models.init import init_weights
 from pansynth.models.losses import (
     GANHingeLoss,
     VGGPerceptualLoss,
@@ -15,7 +17,8 @@ from pansynth.models.vgg import load_vgg19_features
 
 __all__ = [
     "Generator",
-    "DenseHoleFillUpsample",
+    "HoleFillingUpsample",
+    "init_weights",
     "MultiscaleDiscriminator",
     "NLayerDiscriminator",
     "SPADENorm",

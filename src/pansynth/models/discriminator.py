@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from pansynth.choices import InitKind
 from pansynth.models.generator import build_label_map, check_label_inputs, label_map_channels
+from pansynth.models.init import init_weights
 
 __all__ = ["NLayerDiscriminator", "MultiscaleDiscriminator"]
 
@@ -80,6 +82,7 @@ class MultiscaleDiscriminator(nn.Module):
         num_layers: feature layers of each discriminator (4 in SPADE).
         boundary: append the instance boundary map computed from the panoptic map.
         spectral: spectral normalization on the middle layers.
+        init: ``"spade"`` (SPADE's xavier-normal, gain 0.02) or ``"default"`` (PyTorch's).
 
     Shapes:
         forward(image (Tensor[N, 3, H, W]), semantic (Tensor[N, H, W]) int64, panoptic (Tensor[N, H, W]) int64)
@@ -102,6 +105,7 @@ class MultiscaleDiscriminator(nn.Module):
         num_layers: int = 4,
         boundary: bool = True,
         spectral: bool = True,
+        init: InitKind = "spade",
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -115,6 +119,7 @@ class MultiscaleDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(
             NLayerDiscriminator(self.in_channels, ndf, num_layers, spectral) for _ in range(num_scales)
         )
+        init_weights(self, init)
 
     def forward(self, image: Tensor, semantic: Tensor, panoptic: Tensor) -> list[list[Tensor]]:
         if (

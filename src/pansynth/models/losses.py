@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pansynth.choices import VGG_INPUTS, VggInput, check_choice
 from pansynth.models.vgg import VGG19_SLICES, load_vgg19_features
 
 __all__ = [
@@ -135,22 +136,32 @@ class VGGPerceptualLoss(nn.Module):
 
     ``phi_i`` are the activations relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of an ImageNet
     VGG19 read from a local file (see :func:`pansynth.models.vgg.load_vgg19_features`), with
-    weights ``w = (1/32, 1/16, 1/8, 1/4, 1)``. Images in [-1, 1] are mapped to [0, 1] and
-    normalised with the ImageNet mean and std. The VGG weights are frozen (and are buffers,
+    weights ``w = (1/32, 1/16, 1/8, 1/4, 1)``. The VGG weights are frozen (and are buffers,
     so they are not trained and not saved in the loss module's state dict).
+
+    What VGG19 sees: with ``input="raw"`` (SPADE's ``VGGLoss``, and the paper presets) the
+    [-1, 1] images as they are; with ``input="imagenet"`` the images mapped to [0, 1] and
+    normalised with the ImageNet mean and std, the statistics VGG19 was trained on. The
+    loss weights of the paper (lambda_vgg = 10) were tuned with the raw input.
 
     Args:
         weights_path: local torchvision VGG19 state dict (``.pth`` / ``.pt`` / ``.safetensors``).
         layer_weights: weight of each of the five layers.
+        input: ``"raw"`` or ``"imagenet"`` (see above).
 
     Shapes:
         forward(fake (Tensor[N, 3, H, W]), real (Tensor[N, 3, H, W])) -> scalar.
     """
 
     def __init__(
-        self, weights_path: str | os.PathLike, layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS
+        self,
+        weights_path: str | os.PathLike,
+        layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS,
+        input: VggInput = "raw",
     ) -> None:
         super().__init__()
+        check_choice("input", input, VGG_INPUTS)
+        self.input = input
         if len(layer_weights) != len(VGG19_SLICES):
             raise ValueError(f"layer_weights needs {len(VGG19_SLICES)} values, got {len(layer_weights)}")
         features = load_vgg19_features(weights_path)
@@ -171,7 +182,10 @@ class VGGPerceptualLoss(nn.Module):
 
     def features(self, image: Tensor) -> list[Tensor]:
         """VGG19 activations (relu1_1 .. relu5_1) of images in [-1, 1]."""
-        x = ((image + 1) / 2 - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        if self.input == "imagenet":
+            x = ((image + 1) / 2 - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        else:
+            x = image
         activations = []
         for block in self.slices:
             x = block(x)

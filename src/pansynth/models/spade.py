@@ -13,23 +13,17 @@ panoptic-aware partial convolutions guided by the panoptic map.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from pansynth.choices import CONV_KINDS, NORM_KINDS, ConvKind, NormKind, check_choice
 from pansynth.ops import PanopticConv2d
 from pansynth.ops.maps import downsample_map
 
-__all__ = ["NormKind", "ConvKind", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
+__all__ = ["apply_conv", "make_conv3x3", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
 
-NormKind = Literal["instance", "batch", "syncbatch"]
-ConvKind = Literal["standard", "panoptic"]
-
-_NORMS = ("instance", "batch", "syncbatch")
-_CONVS = ("standard", "panoptic")
 _LRELU_SLOPE = 0.2
 
 
@@ -40,13 +34,12 @@ def param_free_norm(kind: str, channels: int) -> nn.Module:
     processes only when ``torch.distributed`` is initialized; otherwise (single process,
     CPU) it computes ordinary batch statistics, exactly like ``nn.BatchNorm2d``.
     """
+    check_choice("norm", kind, NORM_KINDS)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False)
     if kind == "batch":
         return nn.BatchNorm2d(channels, affine=False)
-    if kind == "syncbatch":
-        return nn.SyncBatchNorm(channels, affine=False)
-    raise ValueError(f"norm must be one of {_NORMS}, got {kind!r}")
+    return nn.SyncBatchNorm(channels, affine=False)
 
 
 def resize_label(label: Tensor, size: tuple[int, int]) -> Tensor:
@@ -139,11 +132,10 @@ class SPADENorm(nn.Module):
 
 def make_conv3x3(in_channels: int, out_channels: int, conv: ConvKind) -> nn.Module:
     """A 3x3, stride-1, 'same'-padded convolution: plain or panoptic-aware."""
+    check_choice("conv", conv, CONV_KINDS)
     if conv == "standard":
         return nn.Conv2d(in_channels, out_channels, 3, padding=1)
-    if conv == "panoptic":
-        return PanopticConv2d(in_channels, out_channels, 3)
-    raise ValueError(f"conv must be one of {_CONVS}, got {conv!r}")
+    return PanopticConv2d(in_channels, out_channels, 3)
 
 
 def apply_conv(conv: nn.Module, x: Tensor, panoptic: Tensor | None) -> Tensor:
@@ -187,8 +179,7 @@ class SPADEResBlock(nn.Module):
         hidden: int = 128,
     ) -> None:
         super().__init__()
-        if conv not in _CONVS:
-            raise ValueError(f"conv must be one of {_CONVS}, got {conv!r}")
+        check_choice("conv", conv, CONV_KINDS)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.learned_shortcut = in_channels != out_channels

@@ -8,11 +8,10 @@ from pansynth.ops.maps import (
     semantic_to_index,
 )
 from pansynth.ops.panoptic_conv import PanopticConv2d, panoptic_conv2d, panoptic_conv2d_labels
-from pansynth.ops.panoptic_upsample import PanopticUpsample, panoptic_upsample, upsample_sources
+from pansynth.ops.panoptic_upsample import panoptic_upsample, upsample_choices, upsample_sources
 
 __all__ = [
     "PanopticConv2d",
-    "PanopticUpsample",
     "boundary_map",
     "downsample_map",
     "label_channels",
@@ -21,5 +20,6 @@ __all__ = [
     "panoptic_upsample",
     "semantic_one_hot",
     "semantic_to_index",
+    "upsample_choices",
     "upsample_sources",
 ]

@@ -12,19 +12,18 @@ boundaries of the high-resolution map do not fall on even coordinates. Algorithm
 resolution (the paper's i indexes columns, so its second loop is (r, c + 1)). Pixels
 with no matching candidate belong to a segment that is new at this scale: they get
 zero here and ``matched = 0``, and the generator fills them from the semantic map
-("hole filling", :class:`PanopticUpsample`).
+("hole filling", eq. 3: :class:`pansynth.models.hole_fill.HoleFillingUpsample`).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from pansynth.ops.maps import check_map, semantic_to_index
-from pansynth.ops.panoptic_conv import PanopticConv2d
+from pansynth.ops.maps import check_map
 
-__all__ = ["panoptic_upsample", "upsample_choices", "upsample_sources", "PanopticUpsample", "CANDIDATES"]
+__all__ = ["panoptic_upsample", "upsample_choices", "upsample_sources", "CANDIDATES"]
 
 # Candidate offsets (row, column) in the order of Algorithm 1's four loops.
 CANDIDATES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -143,68 +142,3 @@ def _nearest_sources(low_h: int, low_w: int, device: torch.device) -> Tensor:
     rows = torch.arange(2 * low_h, device=device) // 2
     cols = torch.arange(2 * low_w, device=device) // 2
     return rows[:, None] * low_w + cols[None, :]
-
-
-class PanopticUpsample(nn.Module):
-    """Panoptic-aware upsampling with hole filling (paper section 3.2, eq. 3).
-
-    ``out = upsampled + (1 - matched) * proj(first_layer(S_high, P_high))``, where
-    ``first_layer`` is the generator's first :class:`PanopticConv2d` (one-hot semantic map
-    -> 16·ngf channels), shared by every stage, and ``proj`` a 1x1 convolution when the
-    stage has another channel count. ``first_layer`` is not registered as a sub-module
-    here (the generator owns it), so the only parameters of this module are ``proj``'s.
-    The hole-filling features are computed only at the unmatched pixels: the first
-    layer's input is one-hot, so each is a sum of weight columns (an embedding lookup).
-
-    Args:
-        first_layer: the shared first layer (its ``in_channels`` are the one-hot channels).
-        out_channels: channel count of the features upsampled at this stage.
-        num_classes / ignore_index: how semantic class indices map to one-hot channels.
-    """
-
-    def __init__(
-        self,
-        first_layer: PanopticConv2d,
-        out_channels: int,
-        num_classes: int,
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__()
-        # A plain attribute holder keeps the shared layer out of this module's parameters.
-        self._first_layer = (first_layer,)
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.out_channels = out_channels
-        fill_channels = first_layer.out_channels
-        self.proj = None if fill_channels == out_channels else nn.Conv2d(fill_channels, out_channels, 1)
-
-    @property
-    def first_layer(self) -> PanopticConv2d:
-        return self._first_layer[0]
-
-    def forward(
-        self, features: Tensor, semantic_high: Tensor, panoptic_low: Tensor, panoptic_high: Tensor
-    ) -> Tensor:
-        """features (Tensor[N, C, h, w]), semantic_high / panoptic_high (Tensor[N, 2h, 2w]),
-        panoptic_low (Tensor[N, h, w]) -> Tensor[N, C, 2h, 2w]."""
-        if features.shape[1] != self.out_channels:
-            raise ValueError(f"expected {self.out_channels} feature channels, got {features.shape[1]}")
-        upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high)
-        holes = (matched[:, 0] == 0).nonzero()
-        if len(holes) == 0:
-            return upsampled
-        labels = semantic_to_index(semantic_high, self.num_classes, self.ignore_index)
-        fill = self.first_layer.forward_labels(labels, panoptic_high, positions=holes)  # (n, 16·ngf)
-        if self.proj is not None:
-            weight = self.proj.weight.view(self.proj.out_channels, -1)
-            fill = fill @ weight.t() + self.proj.bias
-        # upsampled is 0 at the holes, so writing the fill equals adding it (eq. 3); the
-        # tensor is this function's own, so it is written in place rather than copied.
-        fill = fill.to(upsampled.dtype)
-        width = upsampled.shape[-1]
-        for b in range(upsampled.shape[0]):
-            in_image = (holes[:, 0] == b).nonzero().squeeze(1)
-            if len(in_image):
-                pixels = holes[in_image, 1] * width + holes[in_image, 2]
-                upsampled[b].view(upsampled.shape[1], -1).index_copy_(1, pixels, fill[in_image].t())
-        return upsampled

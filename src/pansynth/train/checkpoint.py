@@ -11,8 +11,8 @@ either the previous checkpoints untouched or the new one complete. Loading uses
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,25 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8,})\.pt$")
+from pansynth.files import fsync_dir
+from pansynth.models import Generator
+from pansynth.run_files import checkpoint_path, list_checkpoints
 
-
-def checkpoint_path(directory: Path, step: int) -> Path:
-    """``directory / "step_00001234.pt"``."""
-    return Path(directory) / f"step_{step:08d}.pt"
-
-
-def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the finished checkpoints in ``directory``, oldest first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and path.is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+__all__ = [
+    "CheckpointError",
+    "checkpoint_path",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_generator_from_checkpoint",
+    "load_latest_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int | None = None) -> Path:
@@ -59,19 +55,70 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     if keep is not None and keep > 0:
         for _, old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)
     return final
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; ``str()`` is one line naming the file and the reason."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.path, self.reason = path, reason
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
-    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    """Load one checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError (a ValueError): one line naming the file and what is wrong with it (truncated
+            or corrupt data, or objects that a checkpoint never holds, which are refused, not loaded).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error):
+            raise CheckpointError(
+                path,
+                "is not a pansynth checkpoint: it holds Python objects other than tensors and plain containers, "
+                "and such files are refused because loading them could run code",
+            ) from None
+        raise CheckpointError(path, f"is not a readable checkpoint (corrupt data: {_first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors...
+        raise CheckpointError(
+            path, f"is not a readable checkpoint (truncated or corrupt file: {_first_line(error)})"
+        ) from None
     if not isinstance(state, dict) or "step" not in state:
-        raise ValueError(f"{path} is not a pansynth training checkpoint (no 'step' entry)")
+        raise CheckpointError(path, "is not a pansynth training checkpoint (no 'step' entry)")
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's text, never torch's advice to load with ``weights_only=False``."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return "refused by the safe loader" if "weights_only" in line or "weights only" in line.lower() else line
+
+
+def load_generator_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The inference generator (the EMA one when the run kept it) of a training checkpoint, in eval mode."""
+    state = load_checkpoint(path)
+    try:
+        generator = Generator(**state["generator_config"])
+        generator.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            Path(path), f"does not hold a generator this version can rebuild ({_first_line(error)})"
+        ) from None
+    generator.metadata = {"step": int(state["step"])}
+    return generator.to(device).eval()
 
 
 def load_latest_checkpoint(
@@ -87,25 +134,14 @@ def load_latest_checkpoint(
     for _, path in reversed(list_checkpoints(directory)):
         try:
             return load_checkpoint(path, map_location), path
-        except Exception as error:  # noqa: BLE001 - any unreadable file means "try the previous one"
-            message = f"warning: checkpoint {path} is unreadable ({type(error).__name__}: {error})"
+        except CheckpointError as error:  # an unreadable file means "try the previous one"
+            message = f"warning: checkpoint {path} is unreadable ({error.reason})"
             if quarantine:
                 corrupt = path.with_name(path.name + ".corrupt")
                 os.replace(path, corrupt)
                 message += f"; moved aside to {corrupt.name}"
             print(message + "; using the previous checkpoint", file=sys.stderr)
     return None
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete ``step_*.pt.tmp`` files left by a save that was killed before its rename."""
-    directory = Path(directory)
-    removed = []
-    if directory.is_dir():
-        for path in directory.glob("step_*.pt.tmp"):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def rng_state() -> dict[str, Any]:
@@ -143,17 +179,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not supported on every platform (e.g. Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,8 +1,14 @@
 """Typed training configuration: dataclasses, YAML presets and ``key=value`` overrides.
 
-A configuration is a :class:`TrainConfig` made of four sections (``data``, ``model``,
-``optim``, ``loss``) plus run-level settings. Presets are plain YAML files shipped in
+A configuration is a :class:`TrainConfig` made of five sections (``data``, ``model`` -- the
+generator's constructor arguments --, ``discriminator``, ``optim``, ``loss``) plus run-level
+settings. Every key of ``model`` and ``discriminator`` is the name of the constructor
+argument it sets (:class:`pansynth.models.Generator`, :class:`pansynth.models.MultiscaleDiscriminator`);
+the choices are those of :mod:`pansynth.choices`. Presets are plain YAML files shipped in
 ``pansynth/configs/``; a run directory keeps the resolved configuration as ``config.yaml``.
+
+SPADE's names are accepted as aliases: ``model.ndf``, ``model.num_D`` and ``model.n_layers_D``
+set ``discriminator.ndf``, ``discriminator.num_scales`` and ``discriminator.num_layers``.
 
 Example::
 
@@ -24,9 +30,22 @@ from typing import Any, Union
 
 import yaml
 
+from pansynth.choices import (
+    CONV_KINDS,
+    DATASET_NAMES,
+    DEVICE_NAMES,
+    INIT_KINDS,
+    NORM_KINDS,
+    PRECISIONS,
+    UPSAMPLE_KINDS,
+    UPSAMPLING_LAYERS,
+    VGG_INPUTS,
+)
+
 # Keys that may differ between the configuration stored in a run directory and the one
-# given when the run is resumed: they change how long the run goes or how often it reports,
-# never what is being trained.
+# given when the run is resumed: they change how long the run goes, how often it reports,
+# where it reads from or which engine computes the same numbers -- never what is trained.
+# (data.root is compared as a resolved path, see pansynth.train.run_dir.)
 RESUME_HARMLESS_KEYS = (
     "max_steps",
     "log_every",
@@ -34,8 +53,17 @@ RESUME_HARMLESS_KEYS = (
     "checkpoint_every",
     "keep_checkpoints",
     "device",
+    "data.root",
     "data.num_workers",
+    "data.skip_bad",
 )
+
+# SPADE's names of discriminator settings, accepted in YAML files and overrides.
+ALIASES = {
+    "model.ndf": "discriminator.ndf",
+    "model.num_D": "discriminator.num_scales",
+    "model.n_layers_D": "discriminator.num_layers",
+}
 
 
 @dataclass
@@ -52,15 +80,29 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The generator's constructor arguments (its size comes from the data)."""
+
     ngf: int = 64
     conv: str = "panoptic"  # panoptic | standard
     upsample: str = "panoptic"  # panoptic | nearest
-    boundary: bool | None = None  # feed the instance boundary map; null lets the generator decide
+    boundary: bool | None = None  # feed the instance boundary map; null: true for conv=standard only
     num_upsampling_layers: str = "normal"  # normal | more | most
     norm: str = "syncbatch"  # parameter-free norm inside SPADE: instance | batch | syncbatch
+    spectral: bool = True  # spectral norm on the residual blocks' convolutions
+    spade_hidden: int = 128  # width of the SPADE layers' hidden convolution
+    init: str = "spade"  # spade (xavier normal, gain 0.02) | default (PyTorch's)
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The multi-scale PatchGAN discriminator's constructor arguments."""
+
     ndf: int = 64
-    num_D: int = 2  # number of discriminator scales
-    n_layers_D: int = 4
+    num_scales: int = 2
+    num_layers: int = 4
+    boundary: bool = True  # also see the instance boundary map (SPADE with instance maps)
+    spectral: bool = True
+    init: str = "spade"
 
 
 @dataclass
@@ -78,18 +120,20 @@ class LossConfig:
     lambda_feat: float = 10.0
     lambda_vgg: float = 10.0
     vgg_weights: str | None = None  # local torchvision VGG19 state dict (needed when lambda_vgg > 0)
+    vgg_input: str = "raw"  # raw ([-1, 1] images, as SPADE) | imagenet (ImageNet-normalised)
 
 
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     batch_size: int = 16  # global batch, divided across distributed ranks
     max_steps: int | None = None  # stop after this many generator steps in total (across resumes)
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast, CUDA only)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA or CPU) | fp16 (autocast + gradient scaler; CUDA)
     ema: float | None = 0.999  # decay of the generator's moving average; null for none
     log_every: int = 10
     sample_every: int = 500
@@ -103,13 +147,16 @@ class TrainConfig:
 
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "data.dataset": ("folder", "cityscapes", "coco-stuff", "coco-panoptic"),
-    "model.conv": ("panoptic", "standard"),
-    "model.upsample": ("panoptic", "nearest"),
-    "model.num_upsampling_layers": ("normal", "more", "most"),
-    "model.norm": ("instance", "batch", "syncbatch"),
-    "precision": ("fp32", "bf16", "fp16"),
-    "device": ("auto", "cpu", "cuda"),
+    "data.dataset": DATASET_NAMES,
+    "model.conv": CONV_KINDS,
+    "model.upsample": UPSAMPLE_KINDS,
+    "model.num_upsampling_layers": UPSAMPLING_LAYERS,
+    "model.norm": NORM_KINDS,
+    "model.init": INIT_KINDS,
+    "discriminator.init": INIT_KINDS,
+    "loss.vgg_input": VGG_INPUTS,
+    "precision": PRECISIONS,
+    "device": DEVICE_NAMES,
 }
 
 
@@ -138,7 +185,7 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
     """Build a validated :class:`TrainConfig`; missing keys take defaults, unknown keys are rejected."""
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
-    config = _build(TrainConfig, values, prefix="", source=source)
+    config = _build(TrainConfig, _resolve_aliases(values, source), prefix="", source=source)
     validate(config, source)
     return config
 
@@ -187,7 +234,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value (e.g. max_steps=100)")
     key, raw = text.split("=", 1)
-    key = key.strip()
+    key = ALIASES.get(key.strip(), key.strip())
     keys = valid_keys()
     if key not in keys:
         raise ValueError(f"unknown config key {key!r} in override {text!r}; valid keys: {', '.join(keys)}")
@@ -205,7 +252,8 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         if flat[key] not in choices:
             raise ValueError(f"{source}: {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
     positive = ("batch_size", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-                "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "optim.epochs")
+                "model.ngf", "model.spade_hidden", "discriminator.ndf", "discriminator.num_scales",
+                "discriminator.num_layers", "optim.epochs")
     for key in positive:
         if flat[key] <= 0:
             raise ValueError(f"{source}: {key} must be a positive integer, got {flat[key]}")
@@ -248,12 +296,32 @@ def config_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]
     return sorted(k for k in set(a) | set(b) if k not in RESUME_HARMLESS_KEYS and a.get(k) != b.get(k))
 
 
-def dump_config(config: TrainConfig) -> str:
-    """The resolved configuration as YAML text."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+def dump_config(config: TrainConfig | dict[str, Any]) -> str:
+    """The resolved configuration (or its dict) as YAML text."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else config
+    return yaml.safe_dump(values, sort_keys=False)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _resolve_aliases(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Move SPADE-named keys (``model.num_D`` ...) to the keys they stand for."""
+    values = {key: dict(value) if isinstance(value, dict) else value for key, value in values.items()}
+    for alias, key in ALIASES.items():
+        section, name = alias.split(".")
+        if isinstance(values.get(section), dict) and name in values[section]:
+            value = values[section].pop(name)
+            target_section, target_name = key.split(".")
+            target = values.setdefault(target_section, {}) or {}
+            if not isinstance(target, dict):
+                raise ValueError(f"{source}: {target_section} must be a mapping of keys")
+            if target_name in target and target[target_name] != value:
+                raise ValueError(f"{source}: {alias} and {key} are the same setting but differ ({value!r}, "
+                                 f"{target[target_name]!r})")
+            target[target_name] = value
+            values[target_section] = target
+    return values
 
 
 def _preset_dir() -> Any:

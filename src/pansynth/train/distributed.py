@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pansynth.devices import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -37,15 +39,6 @@ class DistInfo:
 
 
 _INFO = DistInfo()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but torch.cuda.is_available() is False; use device=cpu")
-    return torch.device(name)
 
 
 def init(device: str = "auto") -> DistInfo:
@@ -132,6 +125,24 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= get_world_size()
     return values
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not (dist.is_initialized() and get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (a collective: every rank must call it)."""
+    if not (dist.is_initialized() and get_world_size() > 1):
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=_INFO.device if _INFO.device.type == "cuda" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""``pansynth data ...`` sub-commands: synthetic, stats, check."""
+"""``pansynth data synthetic | stats | check``: write, inspect and check datasets."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pansynth.data import DATASET_NAMES, build_dataset
+from pansynth.cli.common import add_dataset_arguments
+from pansynth.data import build_dataset, guess_format
 from pansynth.data.base import PanopticDataset
 from pansynth.data.stats import dataset_stats, format_stats
 from pansynth.data.synthetic import split_counts, write_synthetic_dataset
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="generate, inspect and check datasets")
+    data = subparsers.add_parser("data", help="generate, inspect and check datasets",
+                                 description="Generate the procedural scenes, print dataset statistics, "
+                                 "or list unreadable samples.")
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     data.set_defaults(func=lambda args: _help(data))
 
@@ -25,7 +28,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "synthetic", help="write the procedural panoptic scenes as a Folder dataset",
         description="Write DIR/train, DIR/val and DIR/classes.json (Folder layout). DIR must not exist "
                     "or be empty.",
-    )
+    )  # fmt: skip
     synthetic.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
     synthetic.add_argument("--num", type=int, default=300, help="number of scenes in all (default 300)")
     synthetic.add_argument("--size", type=int, default=128, help="side of the square scenes in pixels (default 128)")
@@ -41,11 +44,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("dir", nargs="?", type=Path,
                             help="a Folder dataset (each split sub-folder is reported); or use --dataset/--root")
-        parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset format (with --root)")
-        parser.add_argument("--root", type=Path, help="dataset root (with --dataset)")
-        parser.add_argument("--split", help="split to read (default: every split of a Folder, train otherwise)")
+        add_dataset_arguments(parser, required=False)
+        parser.set_defaults(batch_size=1)
         if name == "stats":
-            parser.add_argument("--limit", type=int, help="only read the first N samples of each split")
             parser.add_argument("--skip-bad", action="store_true",
                                 help="skip bad samples with a logged count instead of stopping")
             parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
@@ -97,7 +98,7 @@ def _open_datasets(args: argparse.Namespace, skip_bad: bool) -> list[tuple[str, 
         if args.dataset is None or args.root is None:
             raise ValueError("expected a Folder dataset DIR, or --dataset NAME together with --root DIR")
         dataset = build_dataset(args.dataset, args.root, split=args.split, skip_bad=skip_bad)
-        split = args.split or ("train" if args.dataset != "folder" else None)
+        split = args.split or getattr(dataset, "split", None) or ("train" if args.dataset != "folder" else None)
         return [(f"{args.dataset} {args.root}" + (f" [{split}]" if split else ""), dataset)]
     root: Path = args.dir
     if not root.is_dir():
@@ -109,10 +110,13 @@ def _open_datasets(args: argparse.Namespace, skip_bad: bool) -> list[tuple[str, 
     else:
         splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
         if not splits:
-            raise FileNotFoundError(
-                f"{root}: no images/ folder and no split sub-folder (e.g. train/images/) found; "
-                "expected the Folder layout images/ semantic/ panoptic/ + classes.json"
+            guess = guess_format(root)
+            hint = (
+                f"; it looks like a {guess} dataset: use --dataset {guess} --root {root}"
+                if guess not in (None, "folder")
+                else "; expected the Folder layout images/ semantic/ panoptic/ + classes.json"
             )
+            raise FileNotFoundError(f"{root}: no images/ folder and no split sub-folder (e.g. train/images/){hint}")
     return [
         (f"{root}" + (f" [{split}]" if split else ""), build_dataset("folder", root, split=split, skip_bad=skip_bad))
         for split in splits
@@ -141,13 +145,14 @@ def _check(args: argparse.Namespace) -> int:
     bad_total = 0
     for title, dataset in _open_datasets(args, skip_bad=True):
         bad = [reason for _, reason in dataset.skipped]  # missing partner files found at construction
-        for index in range(len(dataset)):
+        count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+        for index in range(count):
             try:
                 dataset.check_sample(index)
             except (ValueError, FileNotFoundError, OSError) as error:
                 bad.append(str(error))
         for reason in bad:
             print(f"bad: {reason}")
-        print(f"{title}: {len(dataset)} samples checked, {len(bad)} bad")
+        print(f"{title}: {count} samples checked, {len(bad)} bad")
         bad_total += len(bad)
     return 1 if bad_total else 0

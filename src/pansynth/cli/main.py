@@ -1,27 +1,24 @@
-"""Command-line entry point: argument parsing only.
+"""The ``pansynth`` command: one sub-command group per module of :mod:`pansynth.cli`.
 
-Each package contributes its sub-commands through an ``add_commands(subparsers)``
-function in its ``commands`` module; every sub-command sets ``func`` to a handler
-``handler(args) -> int`` that calls into the library.
+Every module adds its sub-commands with ``add_commands(subparsers)``; each sub-command sets
+``func``, a handler ``handler(args) -> int`` that parses nothing more and calls into the library.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
-# Packages that contribute sub-commands, in the order they appear in ``--help``.
-_COMMAND_MODULES = (
-    "pansynth.data.commands",
-    "pansynth.train.commands",
-    "pansynth.eval.commands",
-)
+from pansynth import __version__
+from pansynth.cli import data, evaluate, experiments, train
+from pansynth.errors import UserError
+from pansynth.train import TrainingInterrupted
 
-
-class UserError(Exception):
-    """An error caused by the user's input: printed without a traceback."""
+# In the order they appear in ``--help``.
+COMMAND_GROUPS = (data, train, evaluate, experiments)
+# Errors in the user's input or environment: one line, no traceback (PANSYNTH_DEBUG=1 shows it).
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,18 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pansynth",
         description="Panoptic-based image synthesis: train, synthesize, evaluate.",
     )
-    from pansynth import __version__
-
     parser.add_argument("--version", action="version", version=f"pansynth {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        module.add_commands(subparsers)
+    for group in COMMAND_GROUPS:
+        group.add_commands(subparsers)
     return parser
 
 
@@ -52,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as error:
-        # Errors about the user's input read as one line, not a traceback
-        # (PANSYNTH_DEBUG=1 shows the traceback, to report a bug).
+    except TrainingInterrupted as stop:
+        print(f"pansynth {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except USER_ERRORS as error:
         if os.environ.get("PANSYNTH_DEBUG"):
             raise
         print(f"pansynth {args.command}: error: {error}", file=sys.stderr)

@@ -1,35 +1,26 @@
-"""The GAN training loop: generator and discriminator steps, EMA, logging, checkpoints, resume.
+"""The training loop: one generator step and one discriminator step per iteration, until done.
 
 One iteration ("step") is a generator step followed by a discriminator step (SPADE / paper
-section 4): hinge adversarial loss, discriminator feature matching and the VGG perceptual loss
-for the generator, hinge loss on real and generated images for the discriminator, both with
-Adam. ``max_steps`` counts generator steps over the whole run, across resumes.
-
-Run directory layout (``out_dir``)::
-
-    config.yaml        resolved configuration (compared on resume)
-    checkpoints/       step_XXXXXXXX.pt (G, D, EMA G, optimizers, schedulers, scaler, RNG, ...)
-    export/            config.json + model.safetensors of the EMA (or plain) generator
-    metrics.jsonl      one JSON object per logged step: {"step": ..., "G_gan": ..., ...}
-    samples/           step_XXXXXXXX.png grids: panoptic map | generated | real
-    tb/                TensorBoard event files
+section 4) with the losses of :class:`pansynth.train.loss.GANObjective`, both with Adam.
+``max_steps`` counts generator steps over the whole run, across resumes. The run directory
+(:mod:`pansynth.train.run_dir`) is checked before anything is written and locked while the
+run lasts; SIGINT, SIGTERM and SIGUSR1 finish the current step, save a checkpoint and the
+export, and stop (a second Ctrl-C stops at once).
 
 Example::
 
-    >>> from pansynth.train.config import load_config
-    >>> from pansynth.train.trainer import train
+    >>> from pansynth.train import load_config, train
     >>> train(load_config("demo", ["data.root=demo_out/data", "max_steps=10"]), "runs/demo")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import math
 import os
-import sys
-import time
+import random
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -38,22 +29,51 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pansynth import __version__
+from pansynth.data import build_dataset
+from pansynth.data.transforms import PairedTransform
+from pansynth.models import Generator, MultiscaleDiscriminator
 from pansynth.train import checkpoint as ckpt
 from pansynth.train import distributed
-from pansynth.train.config import TrainConfig, config_differences, dump_config, flatten
+from pansynth.train.config import TrainConfig
+from pansynth.train.loss import EMA, GANObjective
+from pansynth.train.monitor import Monitor, sample_grid
+from pansynth.train.run_dir import RunDirectory, RunInUseError, RunState, print_notes
 
-LOSS_NAMES_G = ("G_gan", "G_feat", "G_vgg", "G_total")
-LOSS_NAMES_D = ("D_real", "D_fake", "D_total")
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "lr_factor", "train"]
+
 NUM_SAMPLE_ROWS = 4
+# Signals that end a run cleanly (after the current step, with a checkpoint). SLURM sends SIGUSR1
+# ahead of a time limit with --signal; clusters preempt with SIGTERM.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
 
 
 class TrainingDiverged(ValueError):
     """A loss became NaN or infinite; the bad state was not saved."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal ended the run after a checkpoint was saved; running the same command resumes."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(
+            f"stopped by {signal_name} at step {step}; checkpoint {checkpoint}; run the same command to resume"
+        )
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        number = getattr(signal, signal_name, None)
+        self.exit_code = 128 + int(number) if number is not None else 1
+
+
+def lr_factor(epoch: int, epochs: int, decay_start_epoch: int | None) -> float:
+    """Learning-rate multiplier: 1 until ``decay_start_epoch``, then linear to 0 at ``epochs`` (SPADE)."""
+    if decay_start_epoch is None or epoch < decay_start_epoch:
+        return 1.0
+    return max(0.0, 1.0 - (epoch - decay_start_epoch) / max(1, epochs - decay_start_epoch))
 
 
 class _SkipSampler(Sampler[int]):
@@ -70,31 +90,41 @@ class _SkipSampler(Sampler[int]):
         return max(0, len(self.inner) - self.skip)  # type: ignore[arg-type]
 
 
-def _seed_worker(worker_id: int) -> None:
+def _worker_init(worker_id: int) -> None:
+    # Stop signals are the main process's business: it finishes the step and shuts the workers down.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
     # Each DataLoader worker gets a torch seed from PyTorch; derive python/numpy from it.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
-    import random
-
     random.seed(seed)
 
 
-def lr_factor(epoch: int, epochs: int, decay_start_epoch: int | None) -> float:
-    """Learning-rate multiplier: 1 until ``decay_start_epoch``, then linear to 0 at ``epochs`` (SPADE)."""
-    if decay_start_epoch is None or epoch < decay_start_epoch:
-        return 1.0
-    return max(0.0, 1.0 - (epoch - decay_start_epoch) / max(1, epochs - decay_start_epoch))
+class _StopSignals:
+    """Turns the first stop signal into a request to stop after the current step; a second one stops at once."""
 
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
 
-def ema_decay(decay: float, step: int) -> float:
-    """EMA decay with warm-up, ``min(decay, (1 + step) / (10 + step))``: early averages follow G quickly."""
-    return min(decay, (1.0 + step) / (10.0 + step))
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+        distributed.print0(
+            f"\n{self.received} received: finishing the current step, then saving a checkpoint "
+            "(Ctrl-C again stops at once, without saving)"
+        )
 
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    def __exit__(self, *exc: Any) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 class Trainer:
@@ -105,19 +135,21 @@ class Trainer:
         out_dir: run directory; an existing run directory of the same configuration is resumed.
         dataset: optional dataset overriding ``config.data`` (samples as in :mod:`pansynth.data`).
 
-    Construction validates everything (VGG weights file, data root, run directory) before
-    anything is written; :meth:`run` trains until ``max_steps`` or ``optim.epochs``.
+    Construction checks everything (configuration, VGG weights, dataset, sizes, run directory)
+    before anything is written; then it locks the run directory, records the configuration and
+    resumes from the newest checkpoint. :meth:`run` trains until ``max_steps`` or ``optim.epochs``.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, dataset: Dataset | None = None) -> None:
         self.config = config
-        self.out_dir = Path(out_dir)
-        self._check_inputs(dataset)
+        self.run_dir = RunDirectory(out_dir)
+        self.out_dir = self.run_dir.path
+        self._check_paths(dataset)
         self.dist = distributed.init(config.device)
         self.device = self.dist.device
         self.precision = config.precision
-        if self.precision != "fp32" and self.device.type != "cuda":
-            distributed.print0(f"warning: precision={self.precision} needs CUDA; training in fp32 on {self.device}")
+        if self.precision == "fp16" and self.device.type != "cuda":
+            distributed.print0(f"warning: precision=fp16 needs CUDA; training in fp32 on {self.device}")
             self.precision = "fp32"
         world = self.dist.world_size
         if config.batch_size % world != 0:
@@ -126,8 +158,8 @@ class Trainer:
                 f"processes ({world})"
             )
         self.batch_per_rank = config.batch_size // world
-        self._prepare_run_dir()
-
+        # Read-only checks of the run directory, the data and the networks: nothing is written yet.
+        self.state: RunState = self.run_dir.inspect(config)
         self.dataset = dataset if dataset is not None else self._build_dataset()
         if len(self.dataset) < self.batch_per_rank * world:
             raise ValueError(
@@ -136,7 +168,6 @@ class Trainer:
             )
         self.image_size = self._model_size()
         self.sample_batch = self._fixed_samples() if self.dist.is_main else None
-
         # Same initial weights on every rank (DDP also broadcasts rank 0's at wrapping).
         distributed.seed_everything(config.seed)
         self._build_networks()
@@ -144,12 +175,18 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.last_checkpoint: Path | None = None
-        self.resumed = self._resume()
+        # Everything checked: take the run directory and write.
+        self._take_run_dir()
+        try:
+            self.resumed = self._resume()
+        except BaseException:
+            self.close()
+            raise
         if not self.resumed:
             distributed.seed_everything(distributed.rank_seed(config.seed, self.dist.rank))
 
     # ------------------------------------------------------------------ set-up
-    def _check_inputs(self, dataset: Dataset | None) -> None:
+    def _check_paths(self, dataset: Dataset | None) -> None:
         loss = self.config.loss
         if loss.lambda_vgg > 0:
             if loss.vgg_weights is None:
@@ -170,41 +207,7 @@ class Trainer:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise NotADirectoryError(f"--out {self.out_dir} exists and is not a directory")
 
-    def _prepare_run_dir(self) -> None:
-        """Refuse foreign or differently-configured directories; write config.yaml on a fresh run."""
-        config_path = self.out_dir / "config.yaml"
-        new = self.config.to_dict()
-        if config_path.is_file():
-            try:
-                stored = yaml.safe_load(config_path.read_text()) or {}
-            except yaml.YAMLError as error:
-                raise ValueError(f"{config_path} is not valid YAML ({error}); use a new --out") from error
-            differences = config_differences(stored, new)
-            if differences:
-                a, b = flatten(stored), flatten(new)
-                details = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differences[:8])
-                raise ValueError(
-                    f"{self.out_dir} holds a run with a different configuration ({details}); resume it with the "
-                    "same settings or train into a new --out directory"
-                )
-            if stored != new and self.dist.is_main:
-                _atomic_write_text(config_path, dump_config(self.config))
-        else:
-            if self.out_dir.is_dir() and any(self.out_dir.iterdir()):
-                raise ValueError(
-                    f"--out {self.out_dir} is not empty and holds no config.yaml (not a pansynth run directory); "
-                    "choose a new or empty directory"
-                )
-            distributed.barrier()
-            if self.dist.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write_text(config_path, dump_config(self.config))
-        distributed.barrier()
-
     def _build_dataset(self) -> Dataset:
-        from pansynth.data import build_dataset
-        from pansynth.data.transforms import PairedTransform
-
         data = self.config.data
         transform = PairedTransform(size=data.load_size, crop=data.crop_size, flip=data.flip)
         return build_dataset(data.dataset, data.root, split=data.split, transform=transform, skip_bad=data.skip_bad)
@@ -213,8 +216,7 @@ class Trainer:
         data = self.config.data
         size = data.crop_size or data.load_size
         if size is None:
-            semantic = self.dataset[0]["semantic"]
-            size = list(semantic.shape[-2:])
+            size = list(self.dataset[0]["semantic"].shape[-2:])
         return int(size[0]), int(size[1])
 
     def _fixed_samples(self) -> dict[str, Tensor]:
@@ -224,47 +226,48 @@ class Trainer:
         return {key: torch.stack([s[key] for s in samples]) for key in ("image", "semantic", "panoptic")}
 
     def _build_networks(self) -> None:
-        from pansynth.models import Generator, MultiscaleDiscriminator
-        from pansynth.models.losses import GANHingeLoss, VGGPerceptualLoss
-
-        config, model = self.config, self.config.model
+        config, model, disc = self.config, self.config.model, self.config.discriminator
         num_classes = int(self.dataset.num_classes)
         ignore_index = getattr(self.dataset, "ignore_index", None)
-        height, width = self.image_size
-        generator = Generator(
+        try:
+            generator = Generator(
+                num_classes,
+                size=self.image_size,
+                ignore_index=ignore_index,
+                ngf=model.ngf,
+                conv=model.conv,
+                upsample=model.upsample,
+                boundary=model.boundary,
+                num_upsampling_layers=model.num_upsampling_layers,
+                norm=model.norm,
+                spectral=model.spectral,
+                spade_hidden=model.spade_hidden,
+                init=model.init,
+            )
+        except ValueError as error:
+            raise ValueError(f"training images are {self.image_size[0]}x{self.image_size[1]}: {error}") from None
+        discriminator = MultiscaleDiscriminator(
             num_classes,
             ignore_index=ignore_index,
-            ngf=model.ngf,
-            conv=model.conv,
-            upsample=model.upsample,
-            boundary=model.boundary,
-            num_upsampling_layers=model.num_upsampling_layers,
-            crop_size=width,
-            aspect_ratio=width / height,
-            norm=model.norm,
-        )
-        if tuple(generator.output_size) != (height, width):
-            raise ValueError(
-                f"training images are {height}x{width} but the generator makes {generator.output_size}: "
-                f"the height and width must be multiples of 2**{generator.num_up}"
-            )
-        discriminator = MultiscaleDiscriminator(
-            num_classes, ignore_index=ignore_index, ndf=model.ndf, num_scales=model.num_D, num_layers=model.n_layers_D
+            ndf=disc.ndf,
+            num_scales=disc.num_scales,
+            num_layers=disc.num_layers,
+            boundary=disc.boundary,
+            spectral=disc.spectral,
+            init=disc.init,
         )
         generator.to(self.device)
         discriminator.to(self.device)
-        self.G_ema = None
-        if config.ema is not None:
-            self.G_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        self.ema = EMA(generator, config.ema) if config.ema is not None else None
         sync = model.norm == "syncbatch"
         # Hole filling may find no unmatched pixel in a batch, leaving its 1x1 projections unused.
         self.G = distributed.wrap_ddp(generator, self.dist, sync_batchnorm=sync,
                                       find_unused_parameters=model.upsample == "panoptic")
         self.D = distributed.wrap_ddp(discriminator, self.dist, sync_batchnorm=sync)
-        betas = (config.optim.beta1, config.optim.beta2)
-        self.opt_G = torch.optim.Adam(distributed.unwrap(self.G).parameters(), lr=config.optim.lr_g, betas=betas)
-        self.opt_D = torch.optim.Adam(distributed.unwrap(self.D).parameters(), lr=config.optim.lr_d, betas=betas)
         optim = config.optim
+        betas = (optim.beta1, optim.beta2)
+        self.opt_G = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_g, betas=betas)
+        self.opt_D = torch.optim.Adam(distributed.unwrap(self.D).parameters(), lr=optim.lr_d, betas=betas)
 
         def factor(epoch: int) -> float:
             return lr_factor(epoch, optim.epochs, optim.decay_start_epoch)
@@ -272,8 +275,27 @@ class Trainer:
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, factor)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.hinge = GANHingeLoss()
-        self.vgg = VGGPerceptualLoss(config.loss.vgg_weights).to(self.device) if config.loss.lambda_vgg > 0 else None
+        self.objective = GANObjective(config.loss, self.device)
+
+    def _take_run_dir(self) -> None:
+        """Lock the run directory (rank 0, for every rank), record the configuration, clear leftovers."""
+        message = None
+        if self.dist.is_main:
+            try:
+                self.run_dir.lock()
+                print_notes(self.state)
+                self.run_dir.write_config(self.config, self.state)
+                self.run_dir.clean_temporaries()
+            except RunInUseError as error:
+                message = str(error)
+            except OSError as error:
+                self.run_dir.unlock()
+                message = f"cannot write into --out {self.out_dir}: {error}"
+        # Every rank learns whether rank 0 got the directory, and stops with it if not.
+        message = distributed.broadcast_object(message)
+        if message is not None:
+            raise RunInUseError(message)
+        distributed.barrier()
 
     @property
     def generator(self) -> nn.Module:
@@ -283,7 +305,7 @@ class Trainer:
     @property
     def inference_generator(self) -> nn.Module:
         """The EMA generator when there is one, else the trained generator."""
-        return self.G_ema if self.G_ema is not None else self.generator
+        return self.ema.model if self.ema is not None else self.generator
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -291,7 +313,7 @@ class Trainer:
         return {
             "G": self.generator.state_dict(),
             "D": distributed.unwrap(self.D).state_dict(),
-            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "G_ema": self.ema.model.state_dict() if self.ema is not None else None,
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "sched_G": self.sched_G.state_dict(),
@@ -310,8 +332,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["G"])
         distributed.unwrap(self.D).load_state_dict(state["D"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
@@ -331,11 +353,10 @@ class Trainer:
             distributed.seed_everything(distributed.rank_seed(self.config.seed + self.step, self.dist.rank))
 
     def _resume(self) -> bool:
-        directory = self.out_dir / "checkpoints"
+        directory = self.run_dir.checkpoints
         found = None
         # Rank 0 first, so that it alone moves an unreadable newest file aside.
         if self.dist.is_main:
-            ckpt.remove_stale_temporaries(directory)
             found = ckpt.load_latest_checkpoint(directory, map_location="cpu", quarantine=True)
         distributed.barrier()
         if not self.dist.is_main:
@@ -347,38 +368,32 @@ class Trainer:
         self.last_checkpoint = path
         distributed.print0(f"resuming from step {self.step} ({path})")
         if self.dist.is_main:
-            self._truncate_metrics(self.step)
+            self.run_dir.truncate_metrics(self.step)
+            if self.run_dir.export_step() != self.step:
+                # Missing, partial or older than the checkpoint (a kill between the two saves).
+                self.export()
         return True
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXXX.pt`` and ``export/`` (rank 0), with barriers around."""
+        """Write ``checkpoints/step_XXXXXXXX.pt`` and then ``export/`` (rank 0), with barriers around."""
         distributed.barrier()
         state = self.state_dict()  # collective: every rank gives its RNG state
-        path = ckpt.checkpoint_path(self.out_dir / "checkpoints", self.step)
+        path = ckpt.checkpoint_path(self.run_dir.checkpoints, self.step)
         if self.dist.is_main:
-            path = ckpt.save_checkpoint(state, self.out_dir / "checkpoints", self.step, self.config.keep_checkpoints)
+            path = ckpt.save_checkpoint(state, self.run_dir.checkpoints, self.step, self.config.keep_checkpoints)
             self.export()
         self.last_checkpoint = path
         distributed.barrier()
         return path
 
     def export(self) -> Path:
-        """Save the inference generator (EMA when present) as ``export/config.json + model.safetensors``."""
-        return self.inference_generator.save_pretrained(self.out_dir / "export")
-
-    def _truncate_metrics(self, step: int) -> None:
-        # Lines logged after the checkpoint we resume from will be logged again.
-        path = self.out_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        _atomic_write_text(path, "".join(line + "\n" for line in kept))
+        """Save the inference generator (EMA when present) as ``export/``, recording its step and classes."""
+        metadata: dict[str, Any] = {"step": self.step}
+        for key in ("class_names", "thing_classes"):
+            value = getattr(self.dataset, key, None)
+            if value is not None:
+                metadata[key] = [v if isinstance(v, str) else int(v) for v in value]
+        return self.inference_generator.save_pretrained(self.run_dir.export_dir, metadata=metadata)
 
     # ------------------------------------------------------------------ steps
     def _autocast(self) -> Any:
@@ -402,61 +417,33 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One generator step then one discriminator step; returns the losses (mean over ranks)."""
-        config = self.config
         image = batch["image"].to(self.device, non_blocking=True)
         semantic = batch["semantic"].to(self.device, non_blocking=True)
         panoptic = batch["panoptic"].to(self.device, non_blocking=True)
-        semantic2, panoptic2 = torch.cat([semantic, semantic]), torch.cat([panoptic, panoptic])
-        count = image.shape[0]
         discriminator = distributed.unwrap(self.D)
 
-        # Generator step. D is called unwrapped (its gradients are not wanted here).
+        # Generator step. D is called unwrapped and frozen: its gradients are not wanted here.
         discriminator.requires_grad_(False)
         with self._autocast():
             fake = self.G(semantic, panoptic)
-            outputs = discriminator(torch.cat([fake, image.to(fake.dtype)]), semantic2, panoptic2)
-            fake_out = [[f[:count] for f in scale] for scale in outputs]
-            real_out = [[f[count:].detach() for f in scale] for scale in outputs]
-            losses_g = {"G_gan": self.hinge(fake_out, target_is_real=True, for_discriminator=False)}
-            if config.loss.lambda_feat > 0:
-                from pansynth.models.losses import feature_matching_loss
-
-                losses_g["G_feat"] = config.loss.lambda_feat * feature_matching_loss(real_out, fake_out)
-            if self.vgg is not None:
-                losses_g["G_vgg"] = config.loss.lambda_vgg * self.vgg(fake.float(), image)
-            loss_g = sum(losses_g.values())
-        losses_g["G_total"] = loss_g
+            losses_g = self.objective.generator_losses(discriminator, fake, image, semantic, panoptic)
         logged = self._check_finite(losses_g)
         self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
+        self.scaler.scale(losses_g["G_total"]).backward()
         self.scaler.step(self.opt_G)
         discriminator.requires_grad_(True)
 
-        # Discriminator step on the same (detached) fake images, real and fake in one batch.
+        # Discriminator step on the same (detached) generated images.
         with self._autocast():
-            outputs = self.D(torch.cat([fake.detach(), image.to(fake.dtype)]), semantic2, panoptic2)
-            fake_out = [[f[:count] for f in scale] for scale in outputs]
-            real_out = [[f[count:] for f in scale] for scale in outputs]
-            d_fake = self.hinge(fake_out, target_is_real=False)
-            d_real = self.hinge(real_out, target_is_real=True)
-            loss_d = d_fake + d_real
-        logged.update(self._check_finite({"D_real": d_real, "D_fake": d_fake, "D_total": loss_d}))
+            losses_d = self.objective.discriminator_losses(self.D, fake, image, semantic, panoptic)
+        logged.update(self._check_finite(losses_d))
         self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
+        self.scaler.scale(losses_d["D_total"]).backward()
         self.scaler.step(self.opt_D)
         self.scaler.update()
-        self._update_ema()
+        if self.ema is not None:
+            self.ema.update(self.generator, self.step)
         return logged
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        decay = ema_decay(self.config.ema, self.step)
-        for averaged, current in zip(self.G_ema.parameters(), self.generator.parameters()):
-            averaged.lerp_(current.detach().to(averaged.dtype), 1.0 - decay)
-        for averaged, current in zip(self.G_ema.buffers(), self.generator.buffers()):
-            averaged.copy_(current)
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> DataLoader:
@@ -478,7 +465,7 @@ class Trainer:
             num_workers=self.config.data.num_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
-            worker_init_fn=_seed_worker,
+            worker_init_fn=_worker_init,
             generator=generator,  # keeps the global RNG untouched by the loader's seeding
         )
 
@@ -486,61 +473,46 @@ class Trainer:
         per_rank = math.ceil(len(self.dataset) / self.dist.world_size)
         return per_rank // self.batch_per_rank
 
-    # ------------------------------------------------------------------ run
     def total_steps(self) -> int:
         epoch_steps = self.config.optim.epochs * self.steps_per_epoch()
         if self.config.max_steps is None:
             return epoch_steps
         return min(self.config.max_steps, epoch_steps)
 
+    # ------------------------------------------------------------------ run
     def run(self) -> Path:
-        """Train until ``max_steps`` (or the last epoch); returns the run directory."""
-        from tqdm import tqdm
+        """Train until ``max_steps`` (or the last epoch); returns the run directory.
 
+        Raises:
+            TrainingInterrupted: a stop signal arrived; the current step was saved first.
+            TrainingDiverged: a loss became NaN or infinite.
+        """
         total = self.total_steps()
         main = self.dist.is_main
-        writer = None
-        if main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.resumed else None)
         if self.step >= total:
             distributed.print0(f"nothing to do: the run is at step {self.step} of {total}")
-        bar = tqdm(total=total, initial=self.step, disable=not main, dynamic_ncols=True, desc="train",
-                   file=sys.stderr)
-        sums: dict[str, float] = {}
-        count = 0
-        last_time, last_step = time.perf_counter(), self.step
         saved_at = self.step if self.resumed else -1
         self.G.train()
         self.D.train()
-        try:
-            while self.step < total and self.epoch < self.config.optim.epochs:
+        stopping = False
+        with Monitor(self.run_dir, total, self.step, self.resumed, self.config.batch_size, main) as monitor, \
+                _StopSignals() as stop:
+            while self.step < total and self.epoch < self.config.optim.epochs and not stopping:
                 finished_epoch = True
                 for batch in self._loader():
-                    losses = self.train_step(batch)
+                    monitor.step(self.train_step(batch))
                     self.step += 1
                     self.batch_in_epoch += 1
-                    for name, value in losses.items():
-                        sums[name] = sums.get(name, 0.0) + value
-                    count += 1
-                    bar.update(1)
                     if self.step % self.config.log_every == 0 or self.step == total:
-                        now = time.perf_counter()
-                        rate = (self.step - last_step) * self.config.batch_size / max(now - last_time, 1e-9)
-                        last_time, last_step = now, self.step
-                        record = {name: value / count for name, value in sums.items()}
-                        sums, count = {}, 0
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("total")}
-                                        | {"img/s": f"{rate:.1f}"})
-                        if main:
-                            self._log(writer, record, rate)
+                        monitor.log(self.step, self.epoch, {"lr_G": self.opt_G.param_groups[0]["lr"],
+                                                            "lr_D": self.opt_D.param_groups[0]["lr"]})
                     if self.step % self.config.sample_every == 0 and main:
-                        self.write_samples(writer)
+                        monitor.samples(self.step, self.sample_grid())
                     if self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
                         saved_at = self.step
-                    if self.step >= total:
+                    stopping = distributed.any_rank(stop.received is not None)
+                    if self.step >= total or stopping:
                         # Stop before the loader fetches (and draws random augmentations for) another batch.
                         finished_epoch = self.batch_in_epoch >= self.steps_per_epoch()
                         break
@@ -554,38 +526,15 @@ class Trainer:
                         self.sched_D.step()
             if saved_at != self.step:
                 if main:
-                    self.write_samples(writer)
+                    monitor.samples(self.step, self.sample_grid())
                 self.save_checkpoint()
-            elif main and not (self.out_dir / "export" / "model.safetensors").is_file():
-                self.export()
-        except KeyboardInterrupt:
-            distributed.print0(
-                f"\ninterrupted at step {self.step}; last checkpoint: {self.last_checkpoint or 'none'}; "
-                "run the same command again to resume"
-            )
-            raise
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
+        if stopping:
+            raise TrainingInterrupted(stop.received or "a signal on another rank", self.step, self.last_checkpoint)
         distributed.print0(
             f"trained to step {self.step} (epoch {self.epoch}); checkpoint {self.last_checkpoint}; "
-            f"inference weights in {self.out_dir / 'export'}"
+            f"inference weights in {self.run_dir.export_dir}"
         )
         return self.out_dir
-
-    def _log(self, writer: Any, record: dict[str, float], rate: float) -> None:
-        record = dict(record)
-        record["lr_G"] = self.opt_G.param_groups[0]["lr"]
-        record["lr_D"] = self.opt_D.param_groups[0]["lr"]
-        record["images_per_s"] = rate
-        line = {"step": self.step, "epoch": self.epoch, **record}
-        with open(self.out_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(line) + "\n")
-        if writer is not None:
-            for name, value in record.items():
-                group = "loss" if name[:2] in ("G_", "D_") else "train"
-                writer.add_scalar(f"{group}/{name}", value, self.step)
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
@@ -597,48 +546,11 @@ class Trainer:
         batch = self.sample_batch
         fake = generator(batch["semantic"].to(self.device), batch["panoptic"].to(self.device)).float().cpu()
         generator.train(was_training)
-        return make_grid(batch["panoptic"], fake, batch["image"])
+        return sample_grid(batch["panoptic"], fake, batch["image"])
 
-    def write_samples(self, writer: Any = None) -> Path:
-        from PIL import Image
-
-        grid = self.sample_grid()
-        directory = self.out_dir / "samples"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"step_{self.step:08d}.png"
-        Image.fromarray(grid).save(path)
-        if writer is not None:
-            writer.add_image("samples/panoptic_generated_real", grid, self.step, dataformats="HWC")
-        return path
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> uint8 (H, W, 3)."""
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return array.permute(1, 2, 0).numpy()
-
-
-def colorize(panoptic: Tensor) -> np.ndarray:
-    """uint8 (H, W, 3) colours for a panoptic map (the report's colouring when available)."""
-    try:
-        from pansynth.eval.report import colorize_panoptic
-    except ImportError:
-        colorize_panoptic = None
-    if colorize_panoptic is not None:
-        return np.asarray(colorize_panoptic(panoptic))
-    ids = panoptic.to(torch.int64).numpy()
-    # A fixed pseudo-random colour per id (Knuth multiplicative hashing).
-    hashed = (ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**24)
-    return np.stack([(hashed >> np.uint64(s)) & np.uint64(255) for s in (0, 8, 16)], -1).astype(np.uint8)
-
-
-def make_grid(panoptic: Tensor, fake: Tensor, real: Tensor) -> np.ndarray:
-    """Rows of ``colorized panoptic | generated | real``; panoptic (N, H, W), images (N, 3, H, W) in [-1, 1]."""
-    rows = [
-        np.concatenate([colorize(panoptic[i].cpu()), to_uint8(fake[i]), to_uint8(real[i].cpu())], axis=1)
-        for i in range(panoptic.shape[0])
-    ]
-    return np.concatenate(rows, axis=0)
+    def close(self) -> None:
+        """Release the run directory."""
+        self.run_dir.unlock()
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, dataset: Dataset | None = None) -> Path:
@@ -649,6 +561,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, dataset: Dataset | No
 
     Raises:
         ValueError / FileNotFoundError: bad configuration, data or run directory (nothing written).
+        RuntimeError: the run directory is in use by another trainer (nothing written).
+        TrainingInterrupted: stopped by a signal after saving the current step.
         TrainingDiverged: a loss became NaN/inf; the last good checkpoint is kept.
     """
     trainer = None
@@ -656,4 +570,6 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, dataset: Dataset | No
         trainer = Trainer(config, out_dir, dataset=dataset)
         return trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()
         distributed.cleanup()

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from pansynth.eval.ablation import VARIANTS, run_ablation
+from pansynth.experiments.ablation import VARIANTS, run_ablation
 
 TINY = [
     "model.ngf=4",
@@ -24,8 +24,8 @@ def synthetic_root(tmp_path_factory):
     )
 
 
-def test_ablation_trains_three_variants_and_resumes(synthetic_root, tmp_path):
-    from pansynth.train.trainer import train
+def test_ablation_trains_four_variants_one_switch_apart_and_resumes(synthetic_root, tmp_path):
+    from pansynth.train.loop import train
 
     calls = []
 
@@ -37,9 +37,14 @@ def test_ablation_trains_three_variants_and_resumes(synthetic_root, tmp_path):
     summary = run_ablation("demo", synthetic_root, 2, out, overrides=TINY, train_fn=counting_train)
     assert calls == [
         ("standard", "nearest", True, 2),
-        ("panoptic", "nearest", None, 2),
-        ("panoptic", "panoptic", None, 2),
+        ("panoptic", "nearest", True, 2),
+        ("panoptic", "nearest", False, 2),
+        ("panoptic", "panoptic", False, 2),
     ]
+    # Each row differs from the row above in exactly one switch, and names it.
+    for (_, label, _), before, after in zip(VARIANTS[1:], calls, calls[1:]):
+        changed = [name for name, a, b in zip(("conv", "upsample", "boundary"), before[:3], after[:3]) if a != b]
+        assert len(changed) == 1 and f"[{changed[0]}=" in label
     table = (out / "ablation.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
     assert [row.split("|")[1].strip() for row in rows] == [label for _, label, _ in VARIANTS]
@@ -47,7 +52,9 @@ def test_ablation_trains_three_variants_and_resumes(synthetic_root, tmp_path):
         cells = [c.strip() for c in row.split("|")[2:-1]]
         assert len(cells) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", c) for c in cells), row
     stored = json.loads((out / "ablation.json").read_text())
-    assert [v["variant"] for v in stored["variants"]] == ["baseline", "panoptic_conv", "panoptic_upsampling"]
+    assert [v["variant"] for v in stored["variants"]] == [
+        "baseline", "panoptic_conv", "panoptic_conv_no_boundary", "panoptic_upsampling"
+    ]
     assert all(v["metrics"]["separation"] >= 0 for v in stored["variants"])
     assert "mIoU" in stored["skipped"]
     assert summary["budget"] == 2
@@ -67,7 +74,7 @@ def test_ablation_rejects_bad_budget(tmp_path):
 
 
 def test_table_mean_and_std_over_seeds():
-    from pansynth.eval.ablation import format_table
+    from pansynth.experiments.ablation import format_table
 
     rows = [
         {

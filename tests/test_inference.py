@@ -1,4 +1,4 @@
-"""Inference API and the `synthesize` / `demo` commands."""
+"""Inference API and the `synthesize` command."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pansynth.models import Generator
 @pytest.fixture
 def generator():
     torch.manual_seed(0)
-    return Generator(num_classes=6, ngf=4, crop_size=64, norm="instance").eval()
+    return Generator(num_classes=6, size=(64, 64), ngf=4, norm="instance").eval()
 
 
 @pytest.fixture
@@ -118,23 +118,3 @@ def test_synthesize_dataset_on_a_dataset_reader(tmp_path, generator):
     dataset = build_dataset("folder", root, split="val")
     paths = synthesize_dataset(generator, dataset, tmp_path / "out", batch_size=3, progress=False)
     assert sorted(p.name for p in paths) == sorted(f"{dataset[i]['name']}.png" for i in range(len(dataset)))
-
-
-def test_demo_command_end_to_end(tmp_path, monkeypatch, capsys):
-    from pansynth.train import commands
-
-    monkeypatch.setattr(commands, "DEMO_NUM_SCENES", 8)
-    monkeypatch.setattr(commands, "DEMO_VAL_FRACTION", 0.25)
-    out = tmp_path / "demo_out"
-    assert main(["demo", "--out", str(out), "--steps", "2", "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
-    assert "index.html" in printed and str(out.resolve() / "synthesized") in printed
-    html = (out / "index.html").read_text()
-    assert "panoptic map | generated | real" in html and "data:image/png;base64" in html
-    assert sorted(p.name for p in (out / "synthesized").glob("*.png")) == sorted(
-        p.name for p in (out / "data" / "val" / "images").glob("*.png"))
-    assert (out / "run" / "export" / "model.safetensors").is_file()
-    # Running it again keeps the data and the run: it resumes, with more steps when asked.
-    assert main(["demo", "--out", str(out), "--steps", "3", "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
-    assert "already in" in printed and "resuming from step 2" in printed

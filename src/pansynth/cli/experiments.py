@@ -1,0 +1,85 @@
+"""``pansynth demo`` and ``pansynth ablate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pansynth.cli.common import add_device_argument, add_overrides, overrides
+from pansynth.cli.evaluate import add_metric_arguments, metric_networks
+from pansynth.data import DEFAULT_SPLIT_HELP
+from pansynth.experiments.ablation import command_line, run_ablation
+from pansynth.experiments.demo import run_demo
+from pansynth.train.config import preset_names
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="end-to-end demo on procedural scenes: data, training, synthesis, HTML page",
+        description="Generate procedural scenes, train the demo preset (resumable), synthesize the held-out "
+        "scenes and write OUT/index.html.",
+    )
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's max_steps)")
+    add_device_argument(p)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice, one per core; 1 is faster when "
+                   "the machine is busy with other work)")
+    p.set_defaults(func=_demo)
+
+    ablate = subparsers.add_parser(
+        "ablate",
+        help="train and evaluate the paper's ablation, one switch per row (Table 4)",
+        description="Train and evaluate the baseline, +panoptic conv (with and without the boundary map) and "
+        "+panoptic upsampling with the same configuration, budget and seeds; write OUT/ablation.md and .json.",
+    )
+    ablate.add_argument("--config", required=True, help=f"training preset ({', '.join(preset_names())}) or YAML")
+    ablate.add_argument("--root", type=Path, required=True, help="dataset root")
+    ablate.add_argument("--budget", type=int, required=True, help="training steps per variant")
+    ablate.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
+    ablate.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seed(s); several give mean ± standard deviation (default 0)")
+    ablate.add_argument("--split", default=None, help=f"evaluation split (default: {DEFAULT_SPLIT_HELP})")
+    add_overrides(ablate)
+    add_device_argument(ablate)
+    ablate.add_argument("--limit", type=int, help="evaluate only the first N samples of the split")
+    ablate.add_argument("--batch-size", type=int, default=8, help="evaluation batch size (default 8)")
+    ablate.add_argument(
+        "--train-segmenter", type=int, default=0, metavar="STEPS",
+        help="without --seg-model/--seg-arch: train a small proxy segmenter on the real training images "
+        "for STEPS steps (saved as OUT/segmenter.pt) to report mIoU/accuracy (default 0: off)",
+    )  # fmt: skip
+    add_metric_arguments(ablate)
+    ablate.set_defaults(func=_ablate)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    run_demo(Path(args.out), steps=args.steps, device=args.device)
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.train_segmenter < 0:
+        raise ValueError(f"--train-segmenter must be >= 0 steps, got {args.train_segmenter}")
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"--root {args.root} is not a directory")
+    run_ablation(
+        args.config, args.root, args.budget, args.out, seeds=args.seed, overrides=overrides(args),
+        split=args.split, batch_size=args.batch_size, device=args.device, limit=args.limit,
+        networks=metric_networks(args), separation_width=args.separation_width,
+        command=command_line(sys.argv[1:]) if sys.argv[1:2] == ["ablate"] else None,
+        segmenter_steps=args.train_segmenter,
+    )  # fmt: skip
+    print((args.out / "ablation.md").read_text().split("\n\n")[1])
+    print(f"wrote {args.out / 'ablation.md'} and {args.out / 'ablation.json'}")
+    return 0
