@@ -118,3 +118,34 @@ def test_synthesize_dataset_on_a_dataset_reader(tmp_path, generator):
     dataset = build_dataset("folder", root, split="val")
     paths = synthesize_dataset(generator, dataset, tmp_path / "out", batch_size=3, progress=False)
     assert sorted(p.name for p in paths) == sorted(f"{dataset[i]['name']}.png" for i in range(len(dataset)))
+
+
+def test_synthesize_checks_every_map_first_and_names_the_bad_file(tmp_path, weights_dir, capsys):
+    maps = tmp_path / "maps"
+    _write_maps(maps, [("a", (64, 64)), ("b", (64, 64)), ("c", (64, 64))])
+    semantic, _ = _maps(64, 64, 0)
+    semantic[10, 10] = 9  # a class the 6-class generator does not know, in the last map
+    write_label_png(maps / "semantic" / "c.png", semantic)
+    out = tmp_path / "out"
+    argv = ["synthesize", "--checkpoint", str(weights_dir), "--input", str(maps), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(maps / "semantic" / "c.png") in err and "class values [9]" in err
+    assert not out.exists()  # nothing written, so the corrected command needs no --overwrite
+    semantic[10, 10] = 1
+    write_label_png(maps / "semantic" / "c.png", semantic)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_load_generator_reads_exports_only(tmp_path, generator):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000005.pt").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"no generator found.*re-run its training command"):
+        load_generator(run)
+    with pytest.raises(ValueError, match="is a file"):
+        load_generator(run / "checkpoints" / "step_00000005.pt")
+    generator.save_pretrained(run / "export", metadata={"step": 5, "class_names": list("abcdef")})
+    loaded = load_generator(run)
+    assert loaded.metadata["step"] == 5 and loaded.metadata["class_names"] == list("abcdef")

@@ -16,6 +16,11 @@ def test_demo_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert "index.html" in printed and str(out.resolve() / "synthesized") in printed
     html = (out / "index.html").read_text()
     assert "panoptic map | generated | real" in html and "data:image/png;base64" in html
+    # The page leads with what the demo made: the held-out grid and its instance separation, then the losses;
+    # no placeholder for a metric the demo cannot compute.
+    assert html.index("Instance separation") < html.index("Held-out scenes") < html.index("Training losses")
+    assert "pansynth evaluate" not in html and "n/a" not in html
+    assert "pansynth serve --checkpoint" in printed
     assert sorted(p.name for p in (out / "synthesized").glob("*.png")) == sorted(
         p.name for p in (out / "data" / "val" / "images").glob("*.png"))
     assert (out / "run" / "export" / "model.safetensors").is_file()

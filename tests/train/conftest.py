@@ -65,3 +65,24 @@ def make_config():
 @pytest.fixture
 def make_config_dict():
     return tiny_config_dict
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"] and a["batch_in_epoch"] == b["batch_in_epoch"]
+    for key in ("G", "D", "G_ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
+    for key in ("opt_G", "opt_D"):
+        assert a[key]["param_groups"] == b[key]["param_groups"]
+        for index, slots in a[key]["state"].items():
+            for slot, value in slots.items():
+                torch.testing.assert_close(value, b[key]["state"][index][slot], rtol=0, atol=0)
+    assert a["sched_G"] == b["sched_G"] and a["sched_D"] == b["sched_D"]
+    torch.testing.assert_close(a["rng"][0]["torch"], b["rng"][0]["torch"], rtol=0, atol=0)
+
+
+@pytest.fixture
+def same_state():
+    """``same_state(a, b)`` asserts that two checkpoints hold bit-identical training states."""
+    return assert_same_state

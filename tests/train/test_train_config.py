@@ -122,3 +122,37 @@ def test_shipped_yaml_files_have_only_known_keys():
     directory = Path(pansynth.__file__).parent / "configs"
     for path in directory.glob("*.yaml"):
         load_config(path)  # raises on unknown keys or bad values
+
+
+def test_the_config_exposes_every_constructor_argument_under_its_own_name():
+    import dataclasses
+    import inspect
+
+    from pansynth.models import Generator, MultiscaleDiscriminator
+    from pansynth.train.config import DiscriminatorConfig, ModelConfig
+
+    from_data = {"self", "num_classes", "size", "ignore_index"}  # the dataset decides these
+    generator_args = set(inspect.signature(Generator.__init__).parameters) - from_data
+    assert {f.name for f in dataclasses.fields(ModelConfig)} == generator_args
+    discriminator_args = set(inspect.signature(MultiscaleDiscriminator.__init__).parameters) - from_data
+    assert {f.name for f in dataclasses.fields(DiscriminatorConfig)} == discriminator_args
+
+
+def test_paper_presets_use_spade_init_raw_vgg_input_and_no_boundary_map():
+    for name in ("cityscapes", "coco-stuff", "coco-panoptic", "demo"):
+        config = load_config(name)
+        assert config.model.init == config.discriminator.init == "spade", name
+        assert config.loss.vgg_input == "raw", name
+        assert config.model.boundary is False and config.discriminator.boundary is True, name
+
+
+def test_spade_names_are_aliases(tmp_path):
+    config = load_config("demo", ["model.num_D=3", "model.n_layers_D=2", "model.ndf=8"])
+    assert (config.discriminator.num_scales, config.discriminator.num_layers, config.discriminator.ndf) == (3, 2, 8)
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"model": {"ngf": 8, "ndf": 16, "num_D": 1}}))
+    config = load_config(path)
+    assert (config.model.ngf, config.discriminator.ndf, config.discriminator.num_scales) == (8, 16, 1)
+    path.write_text(yaml.safe_dump({"model": {"num_D": 1}, "discriminator": {"num_scales": 2}}))
+    with pytest.raises(ValueError, match="model.num_D and discriminator.num_scales are the same setting"):
+        load_config(path)

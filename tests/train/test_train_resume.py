@@ -10,22 +10,7 @@ from pansynth.train.checkpoint import list_checkpoints, load_checkpoint, load_la
 from pansynth.train.loop import TrainingDiverged, train
 
 
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"] and a["epoch"] == b["epoch"] and a["batch_in_epoch"] == b["batch_in_epoch"]
-    for key in ("G", "D", "G_ema"):
-        assert a[key].keys() == b[key].keys()
-        for name in a[key]:
-            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
-    for key in ("opt_G", "opt_D"):
-        assert a[key]["param_groups"] == b[key]["param_groups"]
-        for index, slots in a[key]["state"].items():
-            for slot, value in slots.items():
-                torch.testing.assert_close(value, b[key]["state"][index][slot], rtol=0, atol=0)
-    assert a["sched_G"] == b["sched_G"] and a["sched_D"] == b["sched_D"]
-    torch.testing.assert_close(a["rng"][0]["torch"], b["rng"][0]["torch"], rtol=0, atol=0)
-
-
-def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, scenes, make_config, capsys):
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, scenes, make_config, capsys, same_state):
     # 5 scenes, batch 2 -> 2 steps per epoch: the interruption at step 3 falls inside epoch 1,
     # and the linear decay starting at epoch 1 makes the schedulers' state matter.
     def config(steps: int):
@@ -43,7 +28,7 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, sce
     resumed, _ = load_latest_checkpoint(tmp_path / "resumed" / "checkpoints")
     assert straight["step"] == resumed["step"] == 6
     assert straight["opt_G"]["param_groups"][0]["lr"] < 1e-4  # decaying
-    _assert_same_state(straight, resumed)
+    same_state(straight, resumed)
     # metrics.jsonl has every step once.
     steps = [yaml.safe_load(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -113,11 +98,11 @@ class _PoisonedScenes(torch.utils.data.Dataset):
         return sample
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, scenes, make_config):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, scenes, make_config, same_state):
     run = tmp_path / "run"
     train(make_config(max_steps=2, checkpoint_every=2), run, dataset=scenes)
     good = load_checkpoint(run / "checkpoints" / "step_00000002.pt")
     with pytest.raises(TrainingDiverged, match=r"loss G_feat is nan at step 3.*step_00000002\.pt"):
         train(make_config(max_steps=4, checkpoint_every=1), run, dataset=_PoisonedScenes(scenes))
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2]
-    _assert_same_state(load_latest_checkpoint(run / "checkpoints")[0], good)
+    same_state(load_latest_checkpoint(run / "checkpoints")[0], good)

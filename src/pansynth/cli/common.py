@@ -40,7 +40,10 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str) -> str:
-    resolve_device(text)  # rejects unknown names and CUDA without a GPU, naming --device
+    try:
+        resolve_device(text)  # rejects unknown names and CUDA without a GPU, naming --device
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
