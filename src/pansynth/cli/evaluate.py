@@ -17,7 +17,6 @@ from pansynth.data import build_dataset
 from pansynth.devices import resolve_device
 from pansynth.eval.evaluate import (
     eval_transform,
-    evaluate_generator,
     evaluate_images,
     format_metrics,
     load_metric_networks,
@@ -25,6 +24,7 @@ from pansynth.eval.evaluate import (
 from pansynth.eval.fid import accumulate_features, dataset_image_batches, load_inception
 from pansynth.eval.report import write_run_report
 from pansynth.eval.upsampling import analyze_dataset, format_table, write_analysis
+from pansynth.experiments.evaluation import evaluate_generator
 from pansynth.files import write_json_keeping_old
 
 SIZE_HELP = "resize maps and images to H W (default: the run's training size, else the dataset's evaluation size)"

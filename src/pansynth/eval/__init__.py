@@ -6,7 +6,7 @@ Modules: :mod:`~pansynth.eval.metric` (the ``update(batch)`` / ``compute()`` int
 :mod:`~pansynth.eval.upsampling` (Figure 4), :mod:`~pansynth.eval.report` (HTML pages).
 """
 
-from pansynth.eval.evaluate import MetricNetworks, evaluate_generator, evaluate_images, load_metric_networks
+from pansynth.eval.evaluate import MetricNetworks, evaluate_images, load_metric_networks
 from pansynth.eval.fid import FeatureStats, frechet_distance
 from pansynth.eval.metric import EvalBatch, Metric, MetricResult
 from pansynth.eval.report import write_run_report
@@ -20,7 +20,6 @@ __all__ = [
     "Metric",
     "MetricNetworks",
     "MetricResult",
-    "evaluate_generator",
     "evaluate_images",
     "frechet_distance",
     "load_metric_networks",

@@ -5,7 +5,8 @@ them in batches with the samples' real images and maps (:class:`~pansynth.eval.m
 feeds every metric and collects what they report. :func:`build_metrics` turns the networks
 the user gave (:func:`load_metric_networks`) into metrics; instance separation needs none and
 always runs; a metric whose network is missing is listed with the reason.
-:func:`evaluate_generator` first synthesizes the split. Units as in the paper's tables:
+(:func:`pansynth.experiments.evaluation.evaluate_generator` synthesizes a split first.) Units as in the
+paper's tables:
 ``mIoU``, ``accuracy``, ``detAP`` and ``detAP50`` are in %, ``FID`` is the plain distance.
 """
 
@@ -24,7 +25,6 @@ import torch
 import yaml
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Subset
 
 from pansynth.data.transforms import PRESET_NAMES, PairedTransform, preset
 from pansynth.devices import resolve_device
@@ -39,8 +39,6 @@ from pansynth.eval.segmentation import (
 )
 from pansynth.eval.separation import SeparationMetric
 from pansynth.files import keep_old, write_json_keeping_old
-from pansynth.inference import synthesize_dataset
-from pansynth.models import Generator
 from pansynth.run_files import CONFIG_FILE
 from pansynth.viz import colorize_panoptic, image_to_uint8, save_grid, uint8_to_image
 
@@ -48,7 +46,6 @@ __all__ = [
     "MetricNetworks",
     "build_metrics",
     "eval_transform",
-    "evaluate_generator",
     "evaluate_images",
     "format_metrics",
     "load_metric_networks",
@@ -343,42 +340,3 @@ def weights_fingerprint(generator: torch.nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def evaluate_generator(
-    generator: Generator,
-    dataset,
-    out_dir: str | Path,
-    networks: MetricNetworks | None = None,
-    *,
-    separation_width: int = 3,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    limit: int | None = None,
-    extra: Mapping | None = None,
-) -> dict:
-    """Synthesize ``dataset`` with ``generator`` into ``out_dir/images`` and evaluate the images.
-
-    Writes ``out_dir/metrics.json`` (with ``extra`` entries and the weights' fingerprint added)
-    and ``out_dir/grid.png``; an existing ``out_dir/images`` folder is never written over
-    (choose another ``out_dir`` or evaluate it with :func:`evaluate_images`).
-    """
-    out_dir = Path(out_dir)
-    device = resolve_device(device)
-    images_dir = out_dir / "images"
-    if images_dir.exists() and any(images_dir.iterdir()):
-        raise FileExistsError(
-            f"{images_dir} already holds images; evaluate them with --images {images_dir} or choose another --out"
-        )
-    subset = dataset if limit is None else Subset(dataset, range(min(limit, len(dataset))))
-    synthesize_dataset(generator, subset, images_dir, batch_size=batch_size, device=device, progress=False)
-    result = evaluate_images(
-        dataset, images_dir, networks, separation_width=separation_width, batch_size=batch_size, device=device,
-        limit=limit, grid_path=out_dir / "grid.png",
-    )  # fmt: skip
-    result["weights_sha256"] = weights_fingerprint(generator)
-    result["generator_step"] = generator.metadata.get("step")
-    result["limit"] = limit
-    result.update(extra or {})
-    write_json_keeping_old(out_dir / "metrics.json", result)
-    return result

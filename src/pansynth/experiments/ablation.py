@@ -30,13 +30,14 @@ from pathlib import Path
 
 from pansynth.data import build_dataset
 from pansynth.devices import resolve_device
-from pansynth.eval.evaluate import MetricNetworks, eval_transform, evaluate_generator, weights_fingerprint
+from pansynth.eval.evaluate import MetricNetworks, eval_transform, weights_fingerprint
 from pansynth.eval.segmentation import (
     ConfusionMatrix,
     load_segmentation_model,
     save_torchscript,
     train_proxy_segmenter,
 )
+from pansynth.experiments.evaluation import evaluate_generator
 from pansynth.files import keep_old, write_json_keeping_old, write_text_keeping_old
 from pansynth.inference import load_generator
 from pansynth.train import load_config
