@@ -10,7 +10,6 @@ import torch
 
 from pansynth.cli.common import add_device_argument, add_overrides, overrides
 from pansynth.cli.evaluate import add_metric_arguments, metric_networks
-from pansynth.data import DEFAULT_SPLIT_HELP
 from pansynth.experiments.ablation import command_line, run_ablation
 from pansynth.experiments.demo import run_demo
 from pansynth.train.config import preset_names
@@ -43,7 +42,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
     ablate.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="seed(s); several give mean ± standard deviation (default 0)")
-    ablate.add_argument("--split", default=None, help=f"evaluation split (default: {DEFAULT_SPLIT_HELP})")
+    ablate.add_argument("--split", default="val",
+                        help="the held-out split the variants are evaluated on (default val: training reads "
+                        "data.split of the config)")
     add_overrides(ablate)
     add_device_argument(ablate)
     ablate.add_argument("--limit", type=int, help="evaluate only the first N samples of the split")

@@ -154,6 +154,8 @@ def run_ablation(
         for key, _, switches in VARIANTS
         for seed in seeds
     }
+    first = configs[(VARIANTS[0][0], seeds[0])]
+    build_dataset(first.data.dataset, root, split=split)  # the evaluation split exists: fail before training
     out_dir.mkdir(parents=True, exist_ok=True)
     networks = networks or MetricNetworks()
     segmenter_real = None
