@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "pansynth.data.commands",
     "pansynth.train.commands",
     "pansynth.eval.commands",
+    "pansynth.serve.commands",
 )
 
 

@@ -1,0 +1,9 @@
+"""``pansynth serve``: a local web page to paint panoptic maps and watch the generator's image.
+
+:mod:`.app` is the WSGI application (page, JSON API, validation), :mod:`.worker` the single
+synthesis thread where the latest map wins, :mod:`.maps` the PNG decoding and checks,
+:mod:`.classes` the palette, :mod:`.server` the start-up (load once, listen, print the URL).
+The page (``static/``) is plain HTML, CSS and JavaScript shipped with the package.
+
+Nothing is imported here, so that ``pansynth --help`` does not load torch or werkzeug.
+"""
