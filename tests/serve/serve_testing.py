@@ -144,6 +144,36 @@ def expected_image(generator: Generator, semantic: np.ndarray, panoptic: np.ndar
     return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+# ---------------------------------------------------------------------- browser
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+def start_chromium(browser: str, driver: str, profile: str | Path, downloads: Path, window: str = "1400,900"):
+    """A headless chromium driven by selenium through the given chromedriver, with a fresh profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window}"):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    # An explicit driver path keeps selenium from looking for (or downloading) a driver of its own.
+    chromium = webdriver.Chrome(service=Service(driver), options=options)
+    chromium.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    return chromium
+
+
 # ---------------------------------------------------------------------- HTTP
 def request(
     url: str,

@@ -27,18 +27,17 @@ from serve_testing import (
     read_map_png,
     running,
     scene_maps,
+    start_chromium,
 )
 from werkzeug.wrappers import Request
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CAR, ROAD = 2, 1
-SCALE = 8  # the page enlarges a 64-pixel-wide map 8 times (512 px)
 
 
 def _find(candidates: tuple[str, ...]) -> str | None:
@@ -93,26 +92,7 @@ def driver(downloads):
     if BROWSER is None or DRIVER is None:
         pytest.skip("no chromium + chromedriver found (`make test` installs Debian's chromium and chromium-driver)")
     profile = tempfile.mkdtemp(prefix="pansynth-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = BROWSER
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    # An explicit driver path keeps selenium from looking for (or downloading) a driver of its own.
-    browser = webdriver.Chrome(service=Service(DRIVER), options=options)
-    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser = start_chromium(BROWSER, DRIVER, profile, downloads)
     yield browser
     browser.quit()
     shutil.rmtree(profile, ignore_errors=True)
@@ -216,8 +196,11 @@ def test_two_strokes_paint_two_touching_instances(driver, site, generator):
     # the strokes ran along the middle row, left then right (pointer -> pixel mapping of the page)
     rows = np.nonzero(semantic == CAR)[0]
     assert abs(rows.mean() - HEIGHT / 2) < 1.5
-    assert np.nonzero(panoptic == first)[1].min() < (256 - 200) / SCALE + 1
-    assert np.nonzero(panoptic == second)[1].max() > (256 + 150) / SCALE - 1
+    shown_width = driver.find_element(By.ID, "map-canvas").size["width"]
+    scale = shown_width / WIDTH
+    assert scale >= 2 and scale == int(scale)  # enlarged by a whole factor
+    assert np.nonzero(panoptic == first)[1].min() <= (shown_width / 2 - 200) / scale + 1
+    assert np.nonzero(panoptic == second)[1].max() >= (shown_width / 2 + 150) / scale - 1
     assert not np.isin(car_ids, blank_panoptic).any()
     # the rest stayed one "unlabeled" segment
     assert (semantic[semantic != CAR] == IGNORE_INDEX).all() and len(np.unique(panoptic[semantic != CAR])) == 1

@@ -711,7 +711,15 @@
     }
   }
 
+  // the largest whole enlargement that shows map and image side by side (at most 512 px a side)
+  function fitScale() {
+    const available = $("views").clientWidth - 24;
+    const fit = Math.floor(Math.min(512 / Math.max(state.width, state.height), available / 2 / state.width));
+    return Math.max(1, fit);
+  }
+
   function sizeViews() {
+    state.scale = fitScale();
     const { width, height, scale } = state;
     const canvas = $("map-canvas");
     canvas.width = width;
@@ -736,7 +744,6 @@
     }
     state.height = info.height;
     state.width = info.width;
-    state.scale = Math.max(1, Math.floor(512 / Math.max(info.width, info.height)));
     state.background = info.background;
     state.maxUploadBytes = info.max_upload_bytes;
     $("model-info").textContent = `${info.title ? info.title + " · " : ""}${info.width}×${info.height}, ${info.num_classes} classes`;
@@ -782,6 +789,10 @@
     $("download-semantic").addEventListener("click", async () => download(await semanticPng(state.semantic), "semantic.png"));
     $("download-panoptic").addEventListener("click", async () => download(await panopticPng(state.panoptic), "panoptic.png"));
     document.addEventListener("keydown", onKey);
+    window.addEventListener("resize", () => {
+      sizeViews();
+      render();
+    });
 
     clearMaps();
     updateHistoryButtons();
