@@ -12,13 +12,17 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from serve_testing import (
+    CLASS_NAMES,
     HEIGHT,
     IGNORE_INDEX,
+    THING_CLASSES,
     WIDTH,
     decode_png,
     expected_image,
@@ -30,6 +34,11 @@ from serve_testing import (
     start_chromium,
 )
 from werkzeug.wrappers import Request
+
+from pansynth.data import build_dataset
+from pansynth.data.folder import write_classes_json
+from pansynth.data.io import write_id_png, write_label_png
+from pansynth.serve.app import SampleList
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -98,9 +107,27 @@ def driver(downloads):
     shutil.rmtree(profile, ignore_errors=True)
 
 
+SAMPLE_MAPS = {name: scene_maps(seed) for seed, name in enumerate(["street_a", "street_b"])}
+
+
 @pytest.fixture(scope="module")
-def site(generator, export_dir):
-    app = make_app(generator, export_dir)
+def samples(tmp_path_factory) -> SampleList:
+    """A Folder dataset of two scenes stored at twice the model's size."""
+    root = tmp_path_factory.mktemp("dataset")
+    write_classes_json(root / "classes.json", CLASS_NAMES, THING_CLASSES, ignore_index=IGNORE_INDEX)
+    for kind in ("images", "semantic", "panoptic"):
+        (root / kind).mkdir()
+    for name, (semantic, panoptic) in SAMPLE_MAPS.items():
+        double = np.ones((2, 2), dtype=np.int64)
+        write_label_png(root / "semantic" / f"{name}.png", np.kron(semantic, double))
+        write_id_png(root / "panoptic" / f"{name}.png", np.kron(panoptic, double))
+        Image.fromarray(np.zeros((2 * HEIGHT, 2 * WIDTH, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+    return SampleList(build_dataset("folder", root), (HEIGHT, WIDTH))
+
+
+@pytest.fixture(scope="module")
+def site(generator, export_dir, samples):
+    app = make_app(generator, export_dir, samples=samples)
     recorder = Recorder(app)
     with running(recorder) as base:
         yield base, recorder
@@ -163,6 +190,34 @@ def _stroke(driver, points: list[tuple[int, int]], shift: bool = False) -> None:
 
 def _line(x0: int, x1: int, y: int = 0, steps: int = 6) -> list[tuple[int, int]]:
     return [(round(x0 + (x1 - x0) * s / steps), y) for s in range(steps + 1)]
+
+
+def _click_pixel(driver, x: int, y: int) -> None:
+    """Press and release the mouse over model pixel (x, y) of the map."""
+    canvas = driver.find_element(By.ID, "map-canvas")
+    scale = canvas.size["width"] / WIDTH
+    offset = (round((x + 0.5) * scale - canvas.size["width"] / 2), round((y + 0.5) * scale - canvas.size["height"] / 2))
+    ActionChains(driver, duration=10).move_to_element_with_offset(canvas, *offset).click().perform()
+
+
+def _flood_region(semantic: np.ndarray, panoptic: np.ndarray, y: int, x: int) -> np.ndarray:
+    """Literal 4-connected flood fill: the pixels reachable from (y, x) through the same class and id."""
+    region = np.zeros(semantic.shape, dtype=bool)
+    queue = deque([(y, x)])
+    region[y, x] = True
+    while queue:
+        cy, cx = queue.popleft()
+        for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+            if (
+                0 <= ny < semantic.shape[0]
+                and 0 <= nx < semantic.shape[1]
+                and not region[ny, nx]
+                and semantic[ny, nx] == semantic[y, x]
+                and panoptic[ny, nx] == panoptic[y, x]
+            ):
+                region[ny, nx] = True
+                queue.append((ny, nx))
+    return region
 
 
 def _touching(panoptic: np.ndarray, a: int, b: int) -> bool:
@@ -269,6 +324,50 @@ def test_upload_a_map(driver, site, generator, tmp_path):
     status = driver.find_element(By.ID, "status")
     WebDriverWait(driver, 10).until(lambda _: status.get_attribute("data-kind") == "error")
     assert f"{HEIGHT}x{WIDTH}" in status.text and "16x64" in status.text
+
+
+def test_sample_fill_eraser_clear(driver, site, generator):
+    base, recorder = site
+    _open(driver, base)
+    shown = _results(driver)
+    Select(driver.find_element(By.ID, "sample-select")).select_by_visible_text("street_b")
+    driver.find_element(By.ID, "sample-load").click()
+    _wait_idle(driver, shown)
+    sample_semantic, sample_panoptic = SAMPLE_MAPS["street_b"]  # stored at 2x: the server halves it
+    for sent, expected in zip(recorder.last(), SAMPLE_MAPS["street_b"]):
+        np.testing.assert_array_equal(sent, expected)
+
+    # fill the road (a stuff segment holding holes) with cars: one new instance, exactly the road's region
+    _select_class(driver, CAR)
+    driver.find_element(By.ID, "tool-fill").click()
+    shown = _results(driver)
+    _click_pixel(driver, 60, 30)
+    _wait_idle(driver, shown)
+    semantic, panoptic = recorder.last()
+    region = _flood_region(sample_semantic, sample_panoptic, 30, 60)
+    assert sample_semantic[30, 60] == ROAD and 100 < region.sum() < (sample_semantic == ROAD).sum() + 1
+    np.testing.assert_array_equal(semantic[~region], sample_semantic[~region])
+    np.testing.assert_array_equal(panoptic[~region], sample_panoptic[~region])
+    assert (semantic[region] == CAR).all() and len(np.unique(panoptic[region])) == 1
+    assert not np.isin(panoptic[region], sample_panoptic).any()
+    np.testing.assert_array_equal(_shown_image(driver), expected_image(generator, semantic, panoptic))
+
+    # the eraser paints the background class (the ignore value of this model) as one segment
+    driver.find_element(By.ID, "tool-eraser").click()
+    Select(driver.find_element(By.ID, "brush-size")).select_by_value("8")
+    shown = _results(driver)
+    _stroke(driver, _line(-150, 150))
+    _wait_idle(driver, shown)
+    erased_semantic, erased_panoptic = recorder.last()
+    changed = (erased_semantic != semantic) | (erased_panoptic != panoptic)
+    assert changed.sum() > 100
+    assert (erased_semantic[changed] == IGNORE_INDEX).all() and len(np.unique(erased_panoptic[changed])) == 1
+
+    shown = _results(driver)
+    driver.find_element(By.ID, "clear").click()
+    _wait_idle(driver, shown)
+    cleared_semantic, cleared_panoptic = recorder.last()
+    assert (cleared_semantic == IGNORE_INDEX).all() and len(np.unique(cleared_panoptic)) == 1
 
 
 def _wait_for_file(path: Path, timeout: float = 20) -> bytes:
