@@ -138,9 +138,10 @@ def serve_checkpoint(
         app.close()
         raise
     height, width = app.size
+    names = {"checkpoint": "class names from the checkpoint", "dataset": "class names from --root"}
     print(
         f"pansynth serve: {url_of(server, host)}  ({Path(checkpoint)}: {width}x{height} maps, "
-        f"{app.num_classes} classes, names from {app.classes.source}; Ctrl+C stops)",
+        f"{app.num_classes} classes, {names.get(app.classes.source, 'no class names')}; Ctrl+C stops)",
         flush=True,
     )
     for note in app.classes.notes:
@@ -152,9 +153,10 @@ def serve_checkpoint(
             file=sys.stderr,
         )
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns on Ctrl+C (werkzeug catches the KeyboardInterrupt)
     except KeyboardInterrupt:
-        print("pansynth serve: stopped", file=sys.stderr)
+        pass
     finally:
         server.server_close()
         app.close()
+    print("pansynth serve: stopped", file=sys.stderr)

@@ -36,6 +36,8 @@
     dirty: false,
     resultUrl: null,
     resultPanoptic: null,
+    imageLoading: false,
+    mapLoading: false,
     renderQueued: false,
   };
 
@@ -422,7 +424,13 @@
 
   // ------------------------------------------------------------------ synthesis
   function setPending() {
-    const pending = state.timer !== null || state.inFlight || state.dirty || state.stroke !== null;
+    const pending =
+      state.timer !== null ||
+      state.inFlight ||
+      state.dirty ||
+      state.stroke !== null ||
+      state.imageLoading ||
+      state.mapLoading;
     document.body.dataset.pending = pending ? "1" : "0";
   }
 
@@ -472,9 +480,13 @@
     const url = URL.createObjectURL(blob);
     const previous = state.resultUrl;
     const image = $("result-image");
-    image.onload = () => {
+    // "pending" lasts until the new image is decoded and shown
+    state.imageLoading = true;
+    image.onload = image.onerror = () => {
       if (previous) URL.revokeObjectURL(previous);
+      state.imageLoading = false;
       document.body.dataset.results = String(Number(document.body.dataset.results) + 1);
+      setPending();
     };
     image.src = url;
     state.resultUrl = url;
@@ -635,6 +647,8 @@
 
   async function loadMapsFrom(responsePromise, label) {
     setStatus(`loading ${label}…`);
+    state.mapLoading = true;
+    setPending();
     try {
       const response = await responsePromise;
       if (!response.ok) throw new Error(await errorText(response));
@@ -645,6 +659,9 @@
       scheduleSynthesis(0);
     } catch (error) {
       setStatus(`could not load ${label}: ${error.message}`, "error");
+    } finally {
+      state.mapLoading = false;
+      setPending();
     }
   }
 
