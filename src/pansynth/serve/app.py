@@ -38,7 +38,7 @@ from pansynth.serve.classes import ClassTable
 from pansynth.serve.maps import RequestError, check_classes, check_ids, decode_map_png, encode_png, resize_nearest
 from pansynth.serve.worker import LatestWinsWorker, Superseded, WorkerClosed
 
-# Two map PNGs of a 512x1024 model take at most ~4 MB even uncompressed; 8 MiB leaves room.
+# The two map PNGs of a 512x1024 model take about 2.5 MB even uncompressed; 8 MiB leaves room.
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 2**20
 # An oversized body up to this size is read and dropped so that the client gets the 413 answer
 # (a server that closes the connection on unread data makes clients see a reset instead).
