@@ -237,6 +237,56 @@ def bench_generator(
     ]
 
 
+def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
+    """`pansynth serve`: one painted 256x256 map -> image with the demo preset's generator (ngf 8, 6 classes).
+
+    Baseline: ``synthesize`` alone. Measured: the whole request inside the server (multipart parsing,
+    PNG decoding and checks, hand-over to the synthesis thread, synthesis, PNG encoding) through
+    werkzeug's in-process test client, i.e. what a stroke costs minus the browser and the socket.
+    """
+    import io
+
+    from PIL import Image
+    from werkzeug.test import Client
+
+    from pansynth.inference import synthesize
+    from pansynth.models import Generator
+    from pansynth.serve.app import PainterApp
+    from pansynth.serve.classes import build_class_table
+
+    num_classes, size = 6, 256
+    torch.manual_seed(0)
+    model = Generator(num_classes, ngf=8, crop_size=size).to(device).eval()
+    panoptic = scene_panoptic(size, size)[0]
+    semantic = torch.where(panoptic >= 1000, panoptic // 1000, panoptic)  # stuff id c, thing id c * 1000 + k
+    pngs = {}
+    maps = {"semantic": semantic.numpy().astype("uint8"), "panoptic": panoptic.numpy().astype("uint16")}
+    for name, array in maps.items():
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        pngs[name] = buffer.getvalue()
+    app = PainterApp(model, build_class_table(num_classes, None))
+    client = Client(app)
+
+    def request() -> None:
+        files = {name: (io.BytesIO(data), f"{name}.png") for name, data in pngs.items()}
+        response = client.post("/api/synthesize", data=files)
+        if response.status_code != 200:
+            raise RuntimeError(f"serve benchmark: the request failed: {response.get_data(as_text=True)}")
+
+    try:
+        direct, served = time_pair_ms(lambda: synthesize(model, semantic, panoptic), request, device, repeats)
+    finally:
+        app.close()
+    return BenchRow(
+        "serve: one stroke's synthesis (synthesize vs whole request)",
+        f"{size}x{size}, demo model ngf 8",
+        direct,
+        served,
+        "target: request < 1000 ms on a 2-core CPU",
+    )
+
+
 def run_benchmarks(device: torch.device, quick: bool = False, generator: bool = True) -> list[BenchRow]:
     repeats = 3 if quick else 7
     rows: list[BenchRow] = []
@@ -252,6 +302,7 @@ def run_benchmarks(device: torch.device, quick: bool = False, generator: bool = 
         if not quick:
             rows += bench_generator("cityscapes", 512, 2.0, 64, device, 3)
         rows += bench_generator("demo", 64, 1.0, 16, device, repeats)
+    rows.append(bench_serve_synthesis(device, repeats))
     return rows
 
 

@@ -110,3 +110,16 @@ def test_train_command_with_a_config_file(tmp_path, make_config_dict, capsys):
     assert main([*argv, "model.conv=standard"]) == 2
     assert "different configuration (model.conv: 'panoptic' -> 'standard')" in capsys.readouterr().err
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [1, 2]
+
+
+def test_the_export_and_checkpoints_carry_the_class_names(tmp_path, make_config):
+    from pansynth.data import build_dataset, write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "data", 4, 64, seed=0, val_fraction=0.25)
+    dataset = build_dataset("folder", root, split="train")
+    train(make_config(max_steps=1), tmp_path / "run", dataset=dataset)
+    exported = load_generator(tmp_path / "run")
+    assert exported.metadata["class_names"] == dataset.class_names
+    assert exported.metadata["thing_classes"] == dataset.thing_classes and exported.metadata["step"] == 1
+    rebuilt = load_generator_from_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001.pt")
+    assert rebuilt.metadata == {k: exported.metadata[k] for k in ("step", "class_names", "thing_classes")}

@@ -118,6 +118,9 @@ def load_generator_from_checkpoint(path: str | Path, device: str | torch.device 
             Path(path), f"does not hold a generator this version can rebuild ({_first_line(error)})"
         ) from None
     generator.metadata = {"step": int(state["step"])}
+    for key in ("class_names", "thing_classes"):
+        if state.get(key) is not None:
+            generator.metadata[key] = list(state[key])
     return generator.to(device).eval()
 
 

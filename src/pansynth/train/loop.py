@@ -325,6 +325,8 @@ class Trainer:
             "world_size": self.dist.world_size,
             "config": self.config.to_dict(),
             "generator_config": dict(self.generator.config),
+            "class_names": self._class_metadata().get("class_names"),
+            "thing_classes": self._class_metadata().get("thing_classes"),
             "version": __version__,
             "rng": rng,
         }
@@ -386,13 +388,18 @@ class Trainer:
         distributed.barrier()
         return path
 
-    def export(self) -> Path:
-        """Save the inference generator (EMA when present) as ``export/``, recording its step and classes."""
-        metadata: dict[str, Any] = {"step": self.step}
+    def _class_metadata(self) -> dict[str, list]:
+        """The dataset's class names and thing classes (for the painter's palette), when it has them."""
+        metadata = {}
         for key in ("class_names", "thing_classes"):
             value = getattr(self.dataset, key, None)
             if value is not None:
                 metadata[key] = [v if isinstance(v, str) else int(v) for v in value]
+        return metadata
+
+    def export(self) -> Path:
+        """Save the inference generator (EMA when present) as ``export/``, recording its step and classes."""
+        metadata = {"step": self.step, **self._class_metadata()}
         return self.inference_generator.save_pretrained(self.run_dir.export_dir, metadata=metadata)
 
     # ------------------------------------------------------------------ steps
