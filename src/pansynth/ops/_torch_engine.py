@@ -655,6 +655,11 @@ def _conv2d_op_backward(ctx, grad_output):
 _conv2d_op.register_autograd(_conv2d_op_backward, setup_context=_conv2d_setup_context)
 
 
+def _needs_graph(*tensors: Tensor | None) -> bool:
+    """Whether autograd records this call (else the autograd function's overhead is skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def conv2d(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None, plan: ConvPlan | None) -> Tensor:
     """Eq. 1-2 on the PyTorch engine (checked arguments of one dtype; kernel size > 1).
 
@@ -668,6 +673,8 @@ def conv2d(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None,
         plan = conv_plan(panoptic, kernel_size)
     else:
         plan.check(panoptic.shape, kernel_size, input.device)
+    if not _needs_graph(input, weight, bias):
+        return conv2d_forward(input, weight, bias, plan)
     return PanopticConv2dFunction.apply(input, weight, bias, plan)
 
 
@@ -816,4 +823,6 @@ def upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> t
     """Algorithm 1 on the PyTorch engine (checked arguments): (upsampled, choice)."""
     if torch.compiler.is_compiling():
         return torch.ops.pansynth.panoptic_upsample_torch(features, panoptic_low, panoptic_high)
+    if not _needs_graph(features):
+        return upsample_forward(features, panoptic_low, panoptic_high)
     return PanopticUpsampleFunction.apply(features, panoptic_low, panoptic_high)
