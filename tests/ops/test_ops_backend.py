@@ -10,7 +10,14 @@ from collections import Counter
 
 import pytest
 import torch
-from test_ops_panoptic_conv import random_panoptic, reference_panoptic_conv2d
+from test_ops_panoptic_conv import (
+    HALF_DTYPES,
+    UNIT_ROUNDOFF,
+    loud_neighbour_case,
+    own_terms_bound,
+    random_panoptic,
+    reference_panoptic_conv2d,
+)
 from test_ops_panoptic_upsample import random_maps, reference_algorithm_1
 
 from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_conv2d, panoptic_upsample
@@ -251,3 +258,133 @@ def test_triton_operators_under_autocast_and_compile(calls):
     for grad, expected_grad in zip(grads, expected_grads):
         assert grad.dtype == torch.float32
         torch.testing.assert_close(grad, expected_grad)
+
+
+# --- the Triton engine through the public ops: the real kernels (interpreter on CPU) ------------
+
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_kernels = pytest.mark.skipif(
+    not backend_module.triton_available(torch.device(TRITON_DEVICE)),
+    reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and an importable triton",
+)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _leaves(*tensors):
+    return [t.to(TRITON_DEVICE).requires_grad_() for t in tensors]
+
+
+@needs_kernels
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_triton_engine_matches_literal_equation(kernel_size):
+    g = torch.Generator().manual_seed(kernel_size)
+    panoptic = random_panoptic(2, 5, 7, g)
+    x, weight = torch.randn(2, 3, 5, 7, generator=g), torch.randn(4, 3, kernel_size, kernel_size, generator=g)
+    bias = torch.randn(4, generator=g)
+    leaves = _leaves(x, weight, bias)
+    out = panoptic_conv2d(*leaves[:1], panoptic.to(TRITON_DEVICE), *leaves[1:], backend="triton")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    leaves64 = [t.double().requires_grad_() for t in (x, weight, bias)]
+    expected = reference_panoptic_conv2d(leaves64[0], panoptic, *leaves64[1:])
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=1e-4, atol=1e-4)
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad(out, leaves, grad_out.float().to(TRITON_DEVICE))
+    for grad, expected_grad in zip(grads, torch.autograd.grad(expected, leaves64, grad_out)):
+        assert grad.dtype == torch.float32
+        torch.testing.assert_close(grad.cpu().double(), expected_grad, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_triton_engine_upsample_matches_algorithm_1():
+    g = torch.Generator().manual_seed(5)
+    low, high = random_maps(2, 3, 4, g, 4)
+    features = torch.randn(2, 3, 3, 4, generator=g)
+    (leaf,) = _leaves(features)
+    out, matched = panoptic_upsample(leaf, low.to(TRITON_DEVICE), high.to(TRITON_DEVICE), backend="triton")
+    features64 = features.double().requires_grad_()
+    expected, expected_matched = reference_algorithm_1(features64, low, high)
+    torch.testing.assert_close(out.cpu().double(), expected)
+    torch.testing.assert_close(matched.cpu().double(), expected_matched)
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out, leaf, grad_out.float().to(TRITON_DEVICE))
+    (expected_grad,) = torch.autograd.grad(expected, features64, grad_out)
+    torch.testing.assert_close(grad.cpu().double(), expected_grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_triton_engine_half_precision_has_no_feature_of_a_louder_neighbour(dtype):
+    """The bound of the PyTorch engine's test (test_ops_panoptic_conv.py), on the Triton engine."""
+    g = torch.Generator().manual_seed(17)
+    x, panoptic, _ = loud_neighbour_case(g, n=1, channels=4, height=6, width=8)
+    weight = torch.randn(4, x.shape[1], 3, 3, generator=g, dtype=torch.float64)
+    x_low, weight_low = x.to(dtype), weight.to(dtype)
+    expected = reference_panoptic_conv2d(x_low.double(), panoptic, weight_low.double())
+    out = panoptic_conv2d(
+        x_low.to(TRITON_DEVICE), panoptic.to(TRITON_DEVICE), weight_low.to(TRITON_DEVICE), backend="triton"
+    )
+    assert out.dtype == dtype
+    error = (out.cpu().double() - expected).abs()
+    bound = 4 * UNIT_ROUNDOFF[dtype] * own_terms_bound(x_low.double(), panoptic, weight_low.double())
+    assert (error <= bound).all(), f"worst error / own-terms bound: {(error / bound).max().item():.3g} (<= 1)"
+
+
+@needs_kernels
+def test_triton_engine_under_autocast_and_compile(fresh_dynamo):
+    """Autocast casts for the kernels; compiled (one graph, the fake implementations' strides
+    must be those of the kernels' results) equals eager; float32 gradients come back."""
+    g = torch.Generator().manual_seed(6)
+    low, high = random_maps(1, 3, 4, g, 4)
+    low, high = low.to(TRITON_DEVICE), high.to(TRITON_DEVICE)
+    leaves = _leaves(torch.randn(1, 3, 3, 4, generator=g), torch.randn(4, 3, 3, 3, generator=g))
+    leaves.append(torch.randn(4, generator=g).to(TRITON_DEVICE).requires_grad_())
+
+    def stage(x, weight, bias):
+        features = panoptic_conv2d(x, low, weight, bias, backend="triton")
+        upsampled, matched = panoptic_upsample(features, low, high, backend="triton")
+        return upsampled * matched
+
+    autocast = torch.bfloat16
+    with torch.autocast(TRITON_DEVICE, dtype=autocast):
+        eager = stage(*leaves)
+        compiled = torch.compile(stage, backend="aot_eager", fullgraph=True)(*leaves)
+    assert eager.dtype == compiled.dtype == autocast
+    torch.testing.assert_close(compiled, eager)
+    leaves64 = [t.detach().cpu().double().requires_grad_() for t in leaves]
+    with torch.no_grad():
+        expected = stage_reference(leaves64, low.cpu(), high.cpu())
+    assert ((eager.cpu().double() - expected).norm() / expected.norm()).item() < 2e-2
+    grads = torch.autograd.grad(compiled.float().sum(), leaves)
+    eager_grads = torch.autograd.grad(eager.float().sum(), leaves)
+    for grad, eager_grad in zip(grads, eager_grads):
+        assert grad.dtype == torch.float32
+        torch.testing.assert_close(grad, eager_grad)
+
+
+def stage_reference(leaves64, low, high):
+    x, weight, bias = leaves64
+    upsampled, matched = reference_algorithm_1(reference_panoptic_conv2d(x, low, weight, bias), low, high)
+    return upsampled * matched
+
+
+@needs_kernels
+def test_environment_makes_auto_take_the_kernels(env):
+    env.setenv("TRITON_INTERPRET", "1")
+    g = torch.Generator().manual_seed(7)
+    panoptic = random_panoptic(1, 4, 5, g).to(TRITON_DEVICE)
+    x = torch.randn(1, 3, 4, 5, generator=g).to(TRITON_DEVICE)
+    conv = PanopticConv2d(3, 4).to(TRITON_DEVICE)
+    env.setenv("PANSYNTH_BACKEND", "triton")
+    on_kernels = conv(x, panoptic)
+    env.setenv("PANSYNTH_BACKEND", "torch")
+    on_engine = conv(x, panoptic)
+    # The kernels return channels_last, the PyTorch engine the input's layout: which ran shows.
+    assert on_kernels.is_contiguous(memory_format=torch.channels_last) and not on_kernels.is_contiguous()
+    assert on_engine.is_contiguous()
+    torch.testing.assert_close(on_kernels, on_engine, rtol=1e-4, atol=1e-4)

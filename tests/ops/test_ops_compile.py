@@ -7,6 +7,7 @@ import torch
 from test_ops_panoptic_conv import random_panoptic, reference_panoptic_conv2d
 
 from pansynth.ops import panoptic_conv2d, panoptic_upsample, semantic_one_hot, semantic_to_index
+from pansynth.ops.backend import triton_available
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,41 @@ def test_map_helpers_compile_without_graph_break():
     torch.testing.assert_close(compiled(semantic), expected)
     with pytest.raises(ValueError, match="class index 7"):  # eager mode still checks
         semantic_to_index(torch.full((1, 2, 2), 7), 5)
+
+
+def opcheck_cases(with_triton: bool):
+    g = torch.Generator().manual_seed(3)
+    panoptic_high = random_panoptic(2, 6, 8, g)
+    panoptic_low = panoptic_high[:, ::2, ::2].contiguous()
+    cases = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 3, 6, 8, generator=g).contiguous(memory_format=layout).requires_grad_()
+        weight = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
+        bias = torch.randn(4, generator=g, requires_grad=True)
+        features = torch.randn(2, 3, 3, 4, generator=g).contiguous(memory_format=layout).requires_grad_()
+        grad = torch.randn(2, 4, 6, 8, generator=g)
+        cases += [
+            ("panoptic_conv2d_torch", (x, panoptic_high, weight, bias)),
+            ("panoptic_conv2d_torch", (x, panoptic_high, weight, None)),
+            ("panoptic_conv2d_torch_backward", (grad, x.detach(), panoptic_high, weight.detach(), True, False)),
+            ("panoptic_upsample_torch", (features, panoptic_low, panoptic_high)),
+        ]
+        if with_triton:
+            cases += [
+                ("panoptic_conv2d_triton", (x, panoptic_high, weight, bias)),
+                ("panoptic_upsample_triton", (features, panoptic_low, panoptic_high)),
+            ]
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    opcheck_cases(with_triton=triton_available(torch.device("cuda" if torch.cuda.is_available() else "cpu"))),
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_custom_ops_pass_opcheck(name, args):
+    """torch.library.opcheck: schema, fake implementation (shapes, dtypes, strides) and autograd
+    registration agree with the real operator."""
+    device = "cuda" if "triton" in name and torch.cuda.is_available() else "cpu"
+    args = tuple(arg.to(device) if isinstance(arg, torch.Tensor) else arg for arg in args)
+    torch.library.opcheck(getattr(torch.ops.pansynth, name).default, args)
