@@ -519,6 +519,9 @@ def _time_generator_pair(generator, discriminator, mode, dtype, semantic, panopt
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=4e-4, betas=(0.0, 0.999))
     run_generator, run_discriminator = generator, discriminator
     if mode == "compile":
+        # The generator's stages are frames of their own (one per upsampling, in train and eval
+        # mode): let each keep its compiled variants instead of falling back to eager.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         run_generator, run_discriminator = torch.compile(generator), torch.compile(discriminator)
     autocast = dtype if dtype != torch.float32 else None
 
