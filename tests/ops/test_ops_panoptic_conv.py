@@ -173,6 +173,17 @@ def test_non_contiguous_and_channels_last_inputs(strategy):
     wide = torch.randn(2, 3, 6, 20, generator=g, dtype=torch.float64)
     wide[..., ::2] = x
     torch.testing.assert_close(panoptic_conv2d(wide[..., ::2], panoptic, weight), expected)
+    # A crop: rows that cannot be viewed as one (C, H*W) block; gradients too.
+    cropped = torch.randn(2, 3, 6, 13, generator=g, dtype=torch.float64)
+    cropped[..., :10] = x
+    cropped.requires_grad_()
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    out = panoptic_conv2d(cropped[..., :10], panoptic, weight)
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad(out, cropped, grad_out)
+    x_ref = x.clone().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(reference_panoptic_conv2d(x_ref, panoptic, weight), x_ref, grad_out)
+    torch.testing.assert_close(grad[..., :10], expected_grad)
     torch.testing.assert_close(
         panoptic_conv2d(
             x.contiguous(memory_format=torch.channels_last),

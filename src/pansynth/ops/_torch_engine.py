@@ -486,7 +486,7 @@ def _masked_forward(input, image_windows, weight, bias) -> Tensor:
     weight_matrix = _tap_major(weight).t()  # (k*k*C, O)
     accumulate = accumulation_dtype(input.dtype)
     for b, windows in enumerate(image_windows):
-        output_b, input_b = output[b].view(out_channels, -1), input[b].view(in_channels, -1)
+        output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(in_channels, -1)
         for rows in _chunks(windows, weight_matrix.shape[0]):
             columns = _gather_windows(input_b, windows.neighbours[rows], windows.same[rows])
             exact = (columns @ weight_matrix).to(accumulate) * windows.scale(accumulate)[rows, None]  # (n, O)
@@ -515,7 +515,7 @@ def _masked_backward(grad_output, input, plan, weight, need_input, need_weight):
     accumulate = accumulation_dtype(input.dtype)
     weight_sum = torch.zeros(weight_matrix.shape, dtype=accumulate, device=weight.device) if need_weight else None
     for b, windows in enumerate(image_windows):
-        grad_b, input_b = grad_scaled[b].view(out_channels, -1), input[b].view(in_channels, -1)
+        grad_b, input_b = grad_scaled[b].view(out_channels, -1), input[b].reshape(in_channels, -1)
         for rows in _chunks(windows, weight_matrix.shape[1]):
             neighbours, same = windows.neighbours[rows], windows.same[rows]
             grad_rows = grad_b.index_select(1, windows.pixels[rows])  # (O, n)
