@@ -42,8 +42,16 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-# Evaluated once while torch.compile traces (an import is not traceable), its answer a constant.
-@torch.compiler.assume_constant_result
+def _constant_while_compiling(fn):
+    """``torch.compiler.assume_constant_result(fn)``: torch.compile calls ``fn`` once while it traces
+    (an import is not traceable) and keeps its answer as a constant. Written as the attribute that
+    decorator sets, because importing torch._dynamo imports triton, and triton must be imported
+    only after TRITON_INTERPRET is set (the tests set it once pansynth is imported)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_while_compiling
 def triton_available(device: torch.device) -> bool:
     """Whether the Triton kernels can run tensors on ``device`` (importable, and a CUDA device or
     a CPU under ``TRITON_INTERPRET=1``)."""
