@@ -1,29 +1,70 @@
 """Benchmark: the panoptic-aware layers against the plain layers they replace.
 
-``python -m pansynth.bench [--json FILE] [--device cpu|cuda] [--quick]`` (also ``make bench``)
-prints one table. Every row is measured in this process: the median of several
-repeats after warm-up, reported as a ratio against its baseline, so that rows taken
-on the same machine compare. Peak memory held for backward is the total size of the
-tensors autograd saves (measured with saved-tensor hooks), which does not depend on
-the allocator.
+``python -m pansynth.bench [--device cpu|cuda] [--rows conv,upsample,generator] [--backend auto|torch|triton]
+[--quick] [--no-generator] [--json FILE]`` (also ``make bench``) prints one table. Every row is
+measured in this process: the median of several alternating repeats after warm-up (CUDA
+events on a GPU), reported as a ratio against its baseline, so that rows taken on the same
+machine compare. On every device the table has the layer rows (batch 1) and the generator
+rows; peak memory held for backward is the total size of the tensors autograd saves
+(measured with saved-tensor hooks), which does not depend on the allocator.
+
+On CUDA it adds, at batch 8 and at the real stage shapes of the paper's generator
+(Cityscapes 256x512, ngf 64), for float32 (TF32 on) and bfloat16, per engine (PyTorch,
+Triton): each stage's panoptic convolution forward and forward+backward against cuDNN
+``conv2d`` (the faster of NCHW and channels_last); panoptic upsampling with hole filling
+against nearest; and the generator forward, the G+D training step and its peak memory
+(``torch.cuda.max_memory_allocated``), paper model against the SPADE baseline, each in
+eager, channels_last and ``torch.compile`` modes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import io
 import json
+import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from werkzeug.test import Client
 
-from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_conv2d, upsample_sources
+from pansynth.data.synthetic import scene
+from pansynth.inference import synthesize
+from pansynth.models import Generator, HoleFillingUpsample, MultiscaleDiscriminator
+from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
+from pansynth.ops import PanopticConv2d, conv_plan, panoptic_conv2d, upsample_sources
+from pansynth.ops._torch_engine import window_masks
+from pansynth.ops.backend import BACKEND_ENV, select_backend, triton_available
+from pansynth.serve.app import PainterApp
+from pansynth.serve.classes import build_class_table
 
 __all__ = ["BenchRow", "run_benchmarks", "scene_panoptic", "main"]
+
+ROW_GROUPS = ("conv", "upsample", "generator", "serve")
+# The generator's convolution stages at Cityscapes 256x512, ngf 64: (in, out channels, height,
+# width) of each residual block's first panoptic convolution.
+CITYSCAPES_CONV_STAGES = (
+    (1024, 1024, 8, 16),  # head_0
+    (1024, 1024, 16, 32),  # middle_0 / middle_1
+    (1024, 512, 32, 64),  # up_0
+    (512, 256, 64, 128),  # up_1
+    (256, 128, 128, 256),  # up_2
+    (128, 64, 256, 512),  # up_3
+)
+# The features each x2 panoptic upsampling takes: (channels, height, width).
+CITYSCAPES_UPSAMPLE_STAGES = ((1024, 8, 16), (1024, 16, 32), (512, 32, 64), (256, 64, 128), (128, 128, 256))
+CITYSCAPES_SIZE = (256, 512)
+NUM_CLASSES = 35
 
 
 @dataclass
@@ -39,13 +80,16 @@ class BenchRow:
         return self.panoptic_ms / self.baseline_ms
 
 
+# --- timing --------------------------------------------------------------------------------------
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 7, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
+    """Median time of ``fn`` in milliseconds."""
     return time_pair_ms(fn, None, device, repeats, warmup)[0]
 
 
@@ -56,20 +100,32 @@ def time_pair_ms(
     repeats: int = 7,
     warmup: int = 2,
 ) -> tuple[float, float]:
-    """Median wall times (ms) of two functions, run alternately so that drifts in the
-    machine's load hit both alike."""
+    """Median times (ms) of two functions, run alternately so that drifts in the machine's load
+    hit both alike: wall time on a CPU, CUDA events on a GPU."""
     functions = [baseline] if candidate is None else [baseline, candidate]
     for _ in range(warmup):
         for fn in functions:
             fn()
     _synchronize(device)
     times: list[list[float]] = [[] for _ in functions]
-    for _ in range(repeats):
-        for fn, bucket in zip(functions, times):
-            start = time.perf_counter()
-            fn()
-            _synchronize(device)
-            bucket.append((time.perf_counter() - start) * 1000)
+    if device.type == "cuda":
+        events = [[] for _ in functions]
+        for _ in range(repeats):
+            for fn, bucket in zip(functions, events):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                bucket.append((start, end))
+        torch.cuda.synchronize(device)
+        times = [[start.elapsed_time(end) for start, end in bucket] for bucket in events]
+    else:
+        for _ in range(repeats):
+            for fn, bucket in zip(functions, times):
+                start = time.perf_counter()
+                fn()
+                _synchronize(device)
+                bucket.append((time.perf_counter() - start) * 1000)
     medians = [statistics.median(bucket) for bucket in times]
     return medians[0], medians[-1]
 
@@ -89,6 +145,19 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return sum(storages.values())
 
 
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak CUDA memory allocated while ``fn`` runs (MB), after a warm-up call."""
+    fn()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
 def scene_panoptic(height: int, width: int, seed: int = 0, batch: int = 1) -> torch.Tensor:
     """Panoptic maps (Tensor[batch, height, width]) of realistic scenes.
 
@@ -96,8 +165,6 @@ def scene_panoptic(height: int, width: int, seed: int = 0, batch: int = 1) -> to
     and many touching, occluding instances. They are drawn at 128 px high and
     nearest-resized, so that segment sizes relative to the image stay those of the dataset.
     """
-    from pansynth.data.synthetic import scene
-
     maps = []
     for index in range(batch):
         base_width = max(64, round(128 * width / height))
@@ -109,26 +176,65 @@ def scene_panoptic(height: int, width: int, seed: int = 0, batch: int = 1) -> to
 
 def boundary_share(panoptic: torch.Tensor) -> float:
     """Share of pixels whose 3x3 window holds another id."""
-    from pansynth.ops.panoptic_conv import window_masks
-
     return window_masks(panoptic, 3)[2].float().mean().item()
 
 
-def bench_conv(channels: int, height: int, width: int, device: torch.device, repeats: int) -> list[BenchRow]:
+@contextlib.contextmanager
+def engine_for_auto(engine: str) -> Iterator[None]:
+    """Make ``backend="auto"`` (what the generator's layers use) mean ``engine`` meanwhile."""
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = engine
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """float32 products in TF32 (what cuDNN does by default), as a user training in fp32 runs them."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
+# --- rows on every device: one layer at batch 1 ---------------------------------------------------
+
+
+def bench_conv(
+    channels: int, height: int, width: int, device: torch.device, repeats: int, backend: str = "torch"
+) -> list[BenchRow]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, channels, height, width, generator=generator).to(device)
     weight = (torch.randn(channels, channels, 3, 3, generator=generator) * 0.02).to(device)
     bias = torch.zeros(channels, device=device)
     panoptic = scene_panoptic(height, width).to(device)
     shape = f"C={channels}, {height}x{width}"
-    share = f"boundary pixels {100 * boundary_share(panoptic):.1f}%"
+    # The plan is built once per map and scale and shared by the layers fed that map (as the
+    # generator does); its cost is shown next to the forward row.
+    plan_ms = time_ms(lambda: conv_plan(panoptic, 3), device, repeats)
+    plan = conv_plan(panoptic, 3)
+    share = f"boundary pixels {100 * boundary_share(panoptic):.1f}%; plan {plan_ms:.2f} ms once per map"
+    engine = f" [{backend}]" if backend != "torch" else ""
     rows = []
     with torch.no_grad():
         dense, partial = time_pair_ms(
-            lambda: F.conv2d(x, weight, bias, padding=1), lambda: panoptic_conv2d(x, panoptic, weight, bias),
-            device, repeats,
+            lambda: F.conv2d(x, weight, bias, padding=1),
+            lambda: panoptic_conv2d(x, panoptic, weight, bias, plan=plan, backend=backend),
+            device,
+            repeats,
         )
-    rows.append(BenchRow("panoptic_conv2d forward", shape, dense, partial, share))
+    rows.append(BenchRow(f"panoptic_conv2d forward{engine}", shape, dense, partial, share))
 
     x_grad = x.clone().requires_grad_(True)
     weight_grad = weight.clone().requires_grad_(True)
@@ -139,15 +245,22 @@ def bench_conv(channels: int, height: int, width: int, device: torch.device, rep
         F.conv2d(x_grad, weight_grad, bias_grad, padding=1).backward(grad_out)
 
     def partial_step():
-        panoptic_conv2d(x_grad, panoptic, weight_grad, bias_grad).backward(grad_out)
+        panoptic_conv2d(x_grad, panoptic, weight_grad, bias_grad, plan=plan, backend=backend).backward(grad_out)
 
-    rows.append(BenchRow("panoptic_conv2d forward+backward", shape, *time_pair_ms(dense_step, partial_step, device,
-                                                                                 repeats)))
-    dense_saved = saved_bytes(lambda: F.conv2d(x_grad, weight_grad, bias_grad, padding=1))
-    partial_saved = saved_bytes(lambda: panoptic_conv2d(x_grad, panoptic, weight_grad, bias_grad))
     rows.append(
         BenchRow(
-            "panoptic_conv2d memory kept for backward (MB)",
+            f"panoptic_conv2d forward+backward{engine}",
+            shape,
+            *time_pair_ms(dense_step, partial_step, device, repeats),
+        )
+    )
+    dense_saved = saved_bytes(lambda: F.conv2d(x_grad, weight_grad, bias_grad, padding=1))
+    partial_saved = saved_bytes(
+        lambda: panoptic_conv2d(x_grad, panoptic, weight_grad, bias_grad, plan=plan, backend=backend)
+    )
+    rows.append(
+        BenchRow(
+            f"panoptic_conv2d memory kept for backward (MB){engine}",
             shape,
             dense_saved / 2**20,
             partial_saved / 2**20,
@@ -156,26 +269,29 @@ def bench_conv(channels: int, height: int, width: int, device: torch.device, rep
     return rows
 
 
-def bench_upsample(channels: int, height: int, width: int, device: torch.device, repeats: int) -> BenchRow:
+def bench_upsample(
+    channels: int, height: int, width: int, device: torch.device, repeats: int, backend: str = "torch"
+) -> BenchRow:
     """Alignment + hole filling at one generator stage vs nearest ``F.interpolate``."""
-    num_classes = 35
     generator = torch.Generator().manual_seed(1)
-    first_layer = PanopticConv2d(num_classes, 1024, 3).to(device)
-    layer = PanopticUpsample(first_layer, channels, num_classes).to(device)
+    first_layer = PanopticConv2d(NUM_CLASSES, 1024, 3, backend=backend).to(device)
+    layer = HoleFillingUpsample(first_layer, channels, NUM_CLASSES, backend=backend).to(device)
     features = torch.randn(1, channels, height, width, generator=generator).to(device)
     # Maps at strides s and s/2 of a full-resolution scene, as in the generator.
     full = scene_panoptic(height * 8, width * 8).to(device)
     panoptic_low, panoptic_high = full[:, ::8, ::8], full[:, ::4, ::4]
-    semantic_high = (panoptic_high.abs() % num_classes).long()
+    semantic_high = (panoptic_high.abs() % NUM_CLASSES).long()
     with torch.no_grad():
         nearest, panoptic = time_pair_ms(
             lambda: F.interpolate(features, scale_factor=2, mode="nearest"),
             lambda: layer(features, semantic_high, panoptic_low, panoptic_high),
-            device, repeats,
+            device,
+            repeats,
         )
         holes = 1 - upsample_sources(panoptic_low, panoptic_high)[1].float().mean().item()
+    engine = f" [{backend}]" if backend != "torch" else ""
     return BenchRow(
-        "PanopticUpsample (align + hole fill) vs nearest",
+        f"panoptic upsampling (align + hole fill) vs nearest{engine}",
         f"C={channels}, {height}x{width} -> x2",
         nearest,
         panoptic,
@@ -183,25 +299,44 @@ def bench_upsample(channels: int, height: int, width: int, device: torch.device,
     )
 
 
+def build_generator(conv: str, upsample: str, height: int, width: int, ngf: int) -> torch.nn.Module:
+    """The paper's generator (``conv=upsample="panoptic"``) or the SPADE baseline at (height, width)."""
+    return Generator(NUM_CLASSES, size=(height, width), ngf=ngf, conv=conv, upsample=upsample)
+
+
+def _gan_step(generator, discriminator, opt_g, opt_d, semantic, panoptic, real, autocast: torch.dtype | None):
+    """One G step and one D step of the hinge GAN with feature matching, as the trainer runs them."""
+    device_type = real.device.type
+    region = torch.autocast(device_type, dtype=autocast) if autocast else contextlib.nullcontext()
+    generator.train()
+    with region:
+        fake = generator(semantic, panoptic)
+        fake_out = discriminator(fake, semantic, panoptic)
+        with torch.no_grad():
+            real_out = discriminator(real, semantic, panoptic)
+        loss_g = hinge_loss_g(fake_out) + 10 * feature_matching_loss(real_out, fake_out)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    with region:
+        loss_d = hinge_loss_d(discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+
 def bench_generator(
-    label: str, crop_size: int, aspect_ratio: float, ngf: int, device: torch.device, repeats: int
+    label: str, height: int, width: int, ngf: int, device: torch.device, repeats: int
 ) -> list[BenchRow]:
     """Paper's generator vs the SPADE baseline: inference forward and one G+D training step."""
-    from pansynth.models import Generator, MultiscaleDiscriminator
-    from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
-
-    num_classes = 35
-    height = round(crop_size / aspect_ratio)
-    panoptic = scene_panoptic(height, crop_size, batch=1).to(device)
-    semantic = (panoptic.abs() % num_classes).long()
-    real = torch.rand(1, 3, height, crop_size, device=device) * 2 - 1
+    panoptic = scene_panoptic(height, width, batch=1).to(device)
+    semantic = (panoptic.abs() % NUM_CLASSES).long()
+    real = torch.rand(1, 3, height, width, device=device) * 2 - 1
     forwards, steps = [], []
     for conv, upsample in (("standard", "nearest"), ("panoptic", "panoptic")):
         torch.manual_seed(0)
-        generator = Generator(
-            num_classes, ngf=ngf, conv=conv, upsample=upsample, crop_size=crop_size, aspect_ratio=aspect_ratio
-        ).to(device)
-        discriminator = MultiscaleDiscriminator(num_classes, ndf=ngf).to(device)
+        generator = build_generator(conv, upsample, height, width, ngf).to(device)
+        discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=ngf).to(device)
         opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.0, 0.999))
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=4e-4, betas=(0.0, 0.999))
 
@@ -211,30 +346,211 @@ def bench_generator(
                 generator(semantic, panoptic)
 
         def train_step(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d):
-            generator.train()
-            fake = generator(semantic, panoptic)
-            fake_out = discriminator(fake, semantic, panoptic)
-            with torch.no_grad():
-                real_out = discriminator(real, semantic, panoptic)
-            loss_g = hinge_loss_g(fake_out) + 10 * feature_matching_loss(real_out, fake_out)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            loss_d = hinge_loss_d(
-                discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic)
-            )
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            _gan_step(generator, discriminator, opt_g, opt_d, semantic, panoptic, real, None)
 
         forwards.append(forward)
         steps.append(train_step)
-    shape = f"{label}: {height}x{crop_size}, ngf {ngf}"
+    shape = f"{label}: {height}x{width}, ngf {ngf}"
     return [
         BenchRow("generator forward (paper vs SPADE)", shape, *time_pair_ms(*forwards, device, repeats, warmup=1)),
-        BenchRow("training step G+D (paper vs SPADE)", shape,
-                 *time_pair_ms(*steps, device, max(3, repeats // 2), warmup=1)),
+        BenchRow(
+            "training step G+D (paper vs SPADE)", shape, *time_pair_ms(*steps, device, max(3, repeats // 2), warmup=1)
+        ),
     ]
+
+
+# --- CUDA rows: batch 8 at the generator's stage shapes -------------------------------------------
+
+
+def _faster_cudnn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backward: bool, device, repeats):
+    """cuDNN conv2d at its faster layout (NCHW or channels_last): (ms, layout)."""
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x_l = x.detach().contiguous(memory_format=layout).requires_grad_(backward)
+        w_l = weight.detach().contiguous(memory_format=layout).requires_grad_(backward)
+        b_l = bias.detach().requires_grad_(backward)
+        grad_out = torch.randn_like(F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2))
+
+        def run(x_l=x_l, w_l=w_l, b_l=b_l, grad_out=grad_out):
+            out = F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2)
+            if backward:
+                out.backward(grad_out)
+
+        results.append((time_ms(run, device, repeats), "NCHW" if layout == torch.contiguous_format else "NHWC"))
+    return min(results)
+
+
+def _panoptic_conv_ms(x, weight, bias, panoptic, plan, engine: str, backward: bool, device, repeats) -> float:
+    """One engine's panoptic convolution, in its own layout: NCHW for the PyTorch engine, NHWC for Triton."""
+    fmt = torch.channels_last if engine == "triton" else torch.contiguous_format
+    x = x.detach().contiguous(memory_format=fmt).requires_grad_(backward)
+    weight, bias = weight.detach().clone().requires_grad_(backward), bias.detach().clone().requires_grad_(backward)
+    grad_out = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype)
+
+    def run():
+        with torch.set_grad_enabled(backward):
+            out = panoptic_conv2d(x, panoptic, weight, bias, plan=plan, backend=engine)
+            if backward:
+                out.backward(grad_out)
+
+    return time_ms(run, device, repeats)
+
+
+def bench_cuda_conv_stages(device: torch.device, engines: list[str], repeats: int, batch: int = 8) -> list[BenchRow]:
+    generator = torch.Generator().manual_seed(2)
+    full = scene_panoptic(*CITYSCAPES_SIZE, batch=batch).to(device)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for in_channels, out_channels, height, width in CITYSCAPES_CONV_STAGES:
+            stride = CITYSCAPES_SIZE[0] // height
+            panoptic = full[:, ::stride, ::stride]
+            x = torch.randn(batch, in_channels, height, width, generator=generator).to(device, dtype)
+            weight = (torch.randn(out_channels, in_channels, 3, 3, generator=generator) * 0.02).to(device, dtype)
+            bias = torch.zeros(out_channels, device=device, dtype=dtype)
+            shape = f"N={batch}, {in_channels}->{out_channels}, {height}x{width}"
+            plan = conv_plan(panoptic, 3)
+            for backward in (False, True):
+                with tf32(True):
+                    dense_ms, layout = _faster_cudnn(x, weight, bias, backward, device, repeats)
+                    for engine in engines:
+                        panoptic_ms = _panoptic_conv_ms(
+                            x, weight, bias, panoptic, plan, engine, backward, device, repeats
+                        )
+                        what = "forward+backward" if backward else "forward"
+                        rows.append(
+                            BenchRow(
+                                f"conv stage {what} [{_dtype_name(dtype)}, {engine}] vs cuDNN",
+                                shape,
+                                dense_ms,
+                                panoptic_ms,
+                                f"cuDNN {layout}",
+                            )
+                        )
+    return rows
+
+
+def bench_cuda_upsample_stages(
+    device: torch.device, engines: list[str], repeats: int, batch: int = 8
+) -> list[BenchRow]:
+    generator = torch.Generator().manual_seed(3)
+    full = scene_panoptic(*CITYSCAPES_SIZE, batch=batch).to(device)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for channels, height, width in CITYSCAPES_UPSAMPLE_STAGES:
+            stride = CITYSCAPES_SIZE[0] // height
+            maps = full[:, ::stride, ::stride], full[:, :: stride // 2, :: stride // 2]
+            features = torch.randn(batch, channels, height, width, generator=generator).to(device, dtype)
+            nearest_ms = time_ms(partial(F.interpolate, features, scale_factor=2, mode="nearest"), device, repeats)
+            for engine in engines:
+                rows.append(
+                    BenchRow(
+                        f"panoptic upsampling (align + hole fill) [{_dtype_name(dtype)}, {engine}] vs nearest",
+                        f"N={batch}, C={channels}, {height}x{width} -> x2",
+                        nearest_ms,
+                        _panoptic_upsample_ms(features, *maps, engine, device, repeats),
+                    )
+                )
+    return rows
+
+
+def _panoptic_upsample_ms(features, panoptic_low, panoptic_high, engine: str, device, repeats) -> float:
+    channels, dtype = features.shape[1], features.dtype
+    first_layer = PanopticConv2d(NUM_CLASSES, 1024, 3, backend=engine).to(device, dtype)
+    layer = HoleFillingUpsample(first_layer, channels, NUM_CLASSES, backend=engine).to(device, dtype)
+    fmt = torch.channels_last if engine == "triton" else torch.contiguous_format
+    features = features.contiguous(memory_format=fmt)
+    semantic_high = (panoptic_high.abs() % NUM_CLASSES).long()
+    with torch.no_grad():
+        return time_ms(partial(layer, features, semantic_high, panoptic_low, panoptic_high), device, repeats)
+
+
+def bench_cuda_generator(
+    device: torch.device, engines: list[str], repeats: int, quick: bool, batch: int = 8, ngf: int = 64
+) -> list[BenchRow]:
+    """Paper model vs SPADE baseline at Cityscapes 256x512: forward, G+D step, peak memory, in
+    eager, channels_last and compiled modes, fp32 (TF32) and bf16, per engine of the paper model."""
+    height, width = CITYSCAPES_SIZE
+    panoptic = scene_panoptic(height, width, batch=batch).to(device)
+    semantic = (panoptic.abs() % NUM_CLASSES).long()
+    real = torch.rand(batch, 3, height, width, device=device) * 2 - 1
+    modes = ("eager", "channels_last") if quick else ("eager", "channels_last", "compile")
+    rows = []
+    for engine in engines:
+        for dtype in (torch.float32, torch.bfloat16):
+            for mode in modes:
+                results = {}
+                for model, (conv, upsample) in (("spade", ("standard", "nearest")), ("paper", ("panoptic",) * 2)):
+                    with engine_for_auto(engine), tf32(True):
+                        results[model] = _time_generator_pair(
+                            build_generator(conv, upsample, height, width, ngf),
+                            MultiscaleDiscriminator(NUM_CLASSES, ndf=ngf),
+                            mode,
+                            dtype,
+                            semantic,
+                            panoptic,
+                            real,
+                            device,
+                            repeats,
+                        )
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                shape = f"cityscapes N={batch}, {height}x{width}, ngf {ngf}"
+                tag = f"[{_dtype_name(dtype)}, {mode}, paper on {engine}]"
+                spade, paper = results["spade"], results["paper"]
+                rows += [
+                    BenchRow(f"generator forward {tag} (paper vs SPADE)", shape, spade[0], paper[0]),
+                    BenchRow(f"training step G+D {tag} (paper vs SPADE)", shape, spade[1], paper[1]),
+                    BenchRow(f"peak memory G+D step (MB) {tag} (paper vs SPADE)", shape, spade[2], paper[2]),
+                ]
+    return rows
+
+
+def _time_generator_pair(generator, discriminator, mode, dtype, semantic, panoptic, real, device, repeats):
+    """(forward ms, G+D step ms, peak MB of a step) of one model in one mode."""
+    torch.manual_seed(0)
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    if mode == "channels_last":
+        generator = generator.to(memory_format=torch.channels_last)
+        discriminator = discriminator.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=4e-4, betas=(0.0, 0.999))
+    run_generator, run_discriminator = generator, discriminator
+    if mode == "compile":
+        # The generator's stages are frames of their own (one per upsampling, in train and eval
+        # mode): let each keep its compiled variants instead of falling back to eager.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        run_generator, run_discriminator = torch.compile(generator), torch.compile(discriminator)
+    autocast = dtype if dtype != torch.float32 else None
+
+    def forward():
+        generator.eval()
+        region = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        with torch.no_grad(), region:
+            run_generator(semantic, panoptic)
+
+    def step():
+        _gan_step(run_generator, run_discriminator, opt_g, opt_d, semantic, panoptic, real, autocast)
+
+    forward_ms = time_ms(forward, device, repeats, warmup=2)
+    step_ms = time_ms(step, device, max(3, repeats // 2), warmup=2)
+    return forward_ms, step_ms, peak_memory_mb(step, device)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def engines_for(device: torch.device, backend: str) -> tuple[list[str], list[str]]:
+    """The engines to measure for ``--backend`` on ``device``, and notes on those left out."""
+    if backend in ("torch", "triton"):
+        select_backend(backend, torch.empty(0, device=device))  # a clear error if it cannot run here
+        return [backend], []
+    engines, notes = ["torch"], []
+    if device.type == "cuda":
+        if triton_available(device):
+            engines.append("triton")
+        else:
+            notes.append("Triton rows skipped: the Triton kernels are not available on this machine")
+    return engines, notes
 
 
 def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
@@ -244,19 +560,9 @@ def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
     PNG decoding and checks, hand-over to the synthesis thread, synthesis, PNG encoding) through
     werkzeug's in-process test client, i.e. what a stroke costs minus the browser and the socket.
     """
-    import io
-
-    from PIL import Image
-    from werkzeug.test import Client
-
-    from pansynth.inference import synthesize
-    from pansynth.models import Generator
-    from pansynth.serve.app import PainterApp
-    from pansynth.serve.classes import build_class_table
-
     num_classes, size = 6, 256
     torch.manual_seed(0)
-    model = Generator(num_classes, ngf=8, crop_size=size).to(device).eval()
+    model = Generator(num_classes, size=(size, size), ngf=8).to(device).eval()
     panoptic = scene_panoptic(size, size)[0]
     semantic = torch.where(panoptic >= 1000, panoptic // 1000, panoptic)  # stuff id c, thing id c * 1000 + k
     pngs = {}
@@ -287,23 +593,50 @@ def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
     )
 
 
-def run_benchmarks(device: torch.device, quick: bool = False, generator: bool = True) -> list[BenchRow]:
+
+def run_benchmarks(
+    device: torch.device,
+    quick: bool = False,
+    generator: bool = True,
+    rows: tuple[str, ...] = ROW_GROUPS,
+    backend: str = "auto",
+) -> tuple[list[BenchRow], list[str]]:
+    """The rows of the groups in ``rows``, and notes on what was skipped."""
     repeats = 3 if quick else 7
-    rows: list[BenchRow] = []
-    for channels, height, width in ((128, 128, 256), (256, 64, 128)):
-        if quick:
-            height, width = height // 2, width // 2
-        rows += bench_conv(channels, height, width, device, repeats)
-    for channels, height, width in ((1024, 16, 32), (256, 64, 128), (64, 128, 256)):
-        if quick:
-            height, width = height // 2, width // 2
-        rows.append(bench_upsample(channels, height, width, device, repeats))
-    if generator:
-        if not quick:
-            rows += bench_generator("cityscapes", 512, 2.0, 64, device, 3)
-        rows += bench_generator("demo", 64, 1.0, 16, device, repeats)
-    rows.append(bench_serve_synthesis(device, repeats))
-    return rows
+    engines, notes = engines_for(device, backend)
+    # Batch-1 layer rows run the engine asked for, or the PyTorch engine (the CPU path).
+    layer_engine = engines[-1] if backend != "auto" else "torch"
+    table: list[BenchRow] = []
+    if "conv" in rows:
+        for channels, height, width in ((128, 128, 256), (256, 64, 128)):
+            if quick:
+                height, width = height // 2, width // 2
+            table += bench_conv(channels, height, width, device, repeats, layer_engine)
+    if "upsample" in rows:
+        for channels, height, width in ((1024, 16, 32), (256, 64, 128), (64, 128, 256)):
+            if quick:
+                height, width = height // 2, width // 2
+            table.append(bench_upsample(channels, height, width, device, repeats, layer_engine))
+    if "generator" in rows and generator:
+        with engine_for_auto(layer_engine):
+            if not quick:
+                table += bench_generator("cityscapes", 256, 512, 64, device, 3)
+            table += bench_generator("demo", 64, 64, 16, device, repeats)
+    if "serve" in rows:
+        table.append(bench_serve_synthesis(device, repeats))
+    if device.type == "cuda":
+        if "conv" in rows:
+            table += bench_cuda_conv_stages(device, engines, repeats)
+        if "upsample" in rows:
+            table += bench_cuda_upsample_stages(device, engines, repeats)
+        if "generator" in rows and generator:
+            table += bench_cuda_generator(device, engines, repeats, quick)
+    else:
+        notes.append(
+            f"CUDA-only rows skipped on {device.type} (batch-8 generator stages, Triton vs PyTorch engine, "
+            "channels_last and compiled modes, peak memory): run with --device cuda"
+        )
+    return table, notes
 
 
 def format_table(rows: list[BenchRow], unit_note: str) -> str:
@@ -327,22 +660,55 @@ def machine_description(device: torch.device) -> str:
     return f"CPU {processor}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def _row_groups(value: str) -> tuple[str, ...]:
+    groups = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(set(groups) - set(ROW_GROUPS))
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(
+            f"--rows takes a comma-separated subset of {','.join(ROW_GROUPS)}, got {value!r}"
+        )
+    return groups
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pansynth.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--quick", action="store_true", help="half-size inputs and fewer repeats")
     parser.add_argument("--no-generator", action="store_true", help="skip the whole-generator rows")
+    parser.add_argument(
+        "--rows", type=_row_groups, default=ROW_GROUPS, help="groups of rows to run: conv,upsample,generator (all)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "triton"),
+        default="auto",
+        help="engine of the panoptic layers: auto measures the PyTorch engine and, on CUDA, the Triton one too",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = run_benchmarks(device, quick=args.quick, generator=not args.no_generator)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available", file=sys.stderr)
+        return 2
+    try:
+        rows, notes = run_benchmarks(
+            device, quick=args.quick, generator=not args.no_generator, rows=args.rows, backend=args.backend
+        )
+    except ValueError as error:  # e.g. --backend triton where it cannot run
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     machine = machine_description(device)
     print(f"pansynth benchmark on {machine}")
     print(format_table(rows, "times in ms (median after warm-up), memory rows in MB; ratio = panoptic / baseline"))
+    for note in notes:
+        print(f"note: {note}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"machine": machine, "rows": [asdict(row) | {"ratio": row.ratio} for row in rows]}, handle,
-                      indent=2)
+            json.dump(
+                {"machine": machine, "rows": [asdict(row) | {"ratio": row.ratio} for row in rows], "notes": notes},
+                handle,
+                indent=2,
+            )
     return 0
 
 

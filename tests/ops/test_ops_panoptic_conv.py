@@ -8,22 +8,25 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_conv2d_labels, semantic_one_hot
+from pansynth.ops import PanopticConv2d, conv_plan, panoptic_conv2d, panoptic_conv2d_labels, semantic_one_hot
+from pansynth.ops import _torch_engine as engine
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(params=["sparse", "full", "sparse-large-map-path", "full-large-map-path"])
+@pytest.fixture(params=["sparse", "sparse-masked", "full", "sparse-large-map-path", "full-large-map-path"])
 def strategy(request, monkeypatch):
-    """Run a test with each exact strategy of the implementation (dense conv + tap-wise
-    corrections at the irregular pixels, or every window recomputed from its mask), and with
-    each way of finding the irregular pixels (batched masks for small maps, shifted
-    comparisons for large ones)."""
-    import pansynth.ops.panoptic_conv as module
-
-    monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", 1.0 if request.param.startswith("sparse") else -1.0)
+    """Run a test with each exact strategy of the PyTorch engine (dense conv + tap-wise
+    subtraction at the irregular pixels; dense conv + the irregular windows computed from
+    their masks, the half-precision path, here in any dtype; every window recomputed from its
+    mask), and with each way of finding the irregular pixels (batched masks for small maps,
+    shifted comparisons for large ones)."""
+    monkeypatch.setattr(engine, "FULL_RECOMPUTE_SHARE", 1.0 if request.param.startswith("sparse") else -1.0)
     if request.param.endswith("large-map-path"):
-        monkeypatch.setattr(module, "SMALL_MAP_PIXELS", 0)
+        monkeypatch.setattr(engine, "SMALL_MAP_PIXELS", 0)
+    if request.param == "sparse-masked":
+        monkeypatch.setattr(engine, "subtraction_is_exact", lambda dtype, device: False)
+        monkeypatch.setattr(engine, "GATHER_CHUNK_ELEMENTS", 64)  # several chunks per image
     return request.param
 
 
@@ -170,9 +173,23 @@ def test_non_contiguous_and_channels_last_inputs(strategy):
     wide = torch.randn(2, 3, 6, 20, generator=g, dtype=torch.float64)
     wide[..., ::2] = x
     torch.testing.assert_close(panoptic_conv2d(wide[..., ::2], panoptic, weight), expected)
+    # A crop: rows that cannot be viewed as one (C, H*W) block; gradients too.
+    cropped = torch.randn(2, 3, 6, 13, generator=g, dtype=torch.float64)
+    cropped[..., :10] = x
+    cropped.requires_grad_()
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    out = panoptic_conv2d(cropped[..., :10], panoptic, weight)
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad(out, cropped, grad_out)
+    x_ref = x.clone().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(reference_panoptic_conv2d(x_ref, panoptic, weight), x_ref, grad_out)
+    torch.testing.assert_close(grad[..., :10], expected_grad)
     torch.testing.assert_close(
-        panoptic_conv2d(x.contiguous(memory_format=torch.channels_last), panoptic.transpose(1, 2).contiguous()
-                        .transpose(1, 2), weight),
+        panoptic_conv2d(
+            x.contiguous(memory_format=torch.channels_last),
+            panoptic.transpose(1, 2).contiguous().transpose(1, 2),
+            weight,
+        ),
         expected,
     )
 
@@ -256,73 +273,245 @@ def test_even_kernel_module_rejected():
         PanopticConv2d(3, 4, 2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-def test_cuda_autocast_half_precision():
-    g = torch.Generator().manual_seed(9)
-    x = torch.randn(2, 8, 16, 16, generator=g)
-    panoptic = random_panoptic(2, 16, 16, g)
-    weight = torch.randn(8, 8, 3, 3, generator=g)
-    expected = panoptic_conv2d(x.double(), panoptic, weight.double())
-    xc, wc = x.cuda().requires_grad_(), weight.cuda().requires_grad_()
-    with torch.autocast("cuda", dtype=torch.float16):
-        out = panoptic_conv2d(xc, panoptic.cuda(), wc)
-    assert out.dtype == torch.float16
-    torch.testing.assert_close(out.double().cpu(), expected, rtol=2e-2, atol=2e-2)
-    out.float().sum().backward()
-    assert xc.grad.dtype == torch.float32 and torch.isfinite(wc.grad).all()
-
-
-@pytest.mark.parametrize("size", [6, 24])  # small maps take the full-recompute path, larger ones the sparse one
-def test_cpu_bfloat16_autocast(size, strategy):
-    g = torch.Generator().manual_seed(10)
-    x = torch.randn(2, 8, size, size, generator=g, requires_grad=True)
-    weight = torch.randn(8, 8, 3, 3, generator=g, requires_grad=True)
-    panoptic = random_panoptic(2, size, size, g, block=4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = panoptic_conv2d(x, panoptic, weight)
-    assert out.dtype == torch.bfloat16
-    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
-    expected = panoptic_conv2d(x64, panoptic, w64)
-
-    def relative_error(a, b):
-        return ((a.double() - b).norm() / b.norm()).item()
-
-    assert relative_error(out, expected) < 1e-2  # bf16 operands: 1e-3..1e-2
-    out.float().sum().backward()
-    expected.sum().backward()
-    assert x.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
-    assert relative_error(x.grad, x64.grad) < 1e-2
-    assert relative_error(weight.grad, w64.grad) < 1e-2
-
-
 def test_full_and_sparse_paths_agree(monkeypatch):
     """The dense+sparse and the full-recompute strategies compute the same function."""
-    import pansynth.ops.panoptic_conv as module
-
     g = torch.Generator().manual_seed(11)
     x = torch.randn(2, 4, 12, 12, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     panoptic = random_panoptic(2, 12, 12, g, block=4)
     results = []
     for share in (1.0, 0.0):  # never / always take the full path
-        monkeypatch.setattr(module, "FULL_RECOMPUTE_SHARE", share)
+        monkeypatch.setattr(engine, "FULL_RECOMPUTE_SHARE", share)
         out = panoptic_conv2d(x, panoptic, weight)
         results.append((out, *torch.autograd.grad(out.square().sum(), (x, weight))))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
 
 
-def test_plan_cache_sees_in_place_changes_and_views(strategy):
-    """Layers fed views of one map share its plan; an in-place change of the map is seen."""
+# --- plans: derived from a map, passed explicitly -------------------------------------------
+
+
+def test_explicit_plan_equals_plan_per_call(strategy):
     g = torch.Generator().manual_seed(12)
-    panoptic_full = random_panoptic(1, 12, 12, g)
+    panoptic_full = random_panoptic(2, 12, 14, g)
+    view = panoptic_full[:, ::2, ::2]  # a strided view, as the generator feeds each scale
+    x = torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = [torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    plan = conv_plan(view, 3)
+    for weight in weights:  # one plan, several layers
+        with_plan = panoptic_conv2d(x, view, weight, plan=plan)
+        torch.testing.assert_close(with_plan, reference_panoptic_conv2d(x, view, weight))
+        grad_out = torch.randn(with_plan.shape, generator=g, dtype=torch.float64)
+        fast = torch.autograd.grad(with_plan, (x, weight), grad_out)
+        slow = torch.autograd.grad(panoptic_conv2d(x, view, weight), (x, weight), grad_out)
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel_size", "match"),
+    [((2, 6, 7), 5, "kernel size 3"), ((1, 6, 7), 3, r"\(2, 6, 7\) map"), ((2, 7, 6), 3, "conv_plan")],
+)
+def test_plan_for_another_map_is_rejected(shape, kernel_size, match):
+    plan = conv_plan(torch.zeros(2, 6, 7, dtype=torch.long), 3)
+    panoptic = torch.zeros(shape, dtype=torch.long)
+    weight = torch.randn(4, 3, kernel_size, kernel_size)
+    with pytest.raises(ValueError, match=match):
+        panoptic_conv2d(torch.randn(shape[0], 3, *shape[1:]), panoptic, weight, plan=plan)
+
+
+@pytest.mark.parametrize("edit", ["numpy", "data"])
+def test_map_edited_in_place_between_calls(edit, strategy):
+    """Nothing derived from a map outlives a call: editing the map in place (through numpy's
+    shared memory or ``.data``, which no version counter sees) gives the new map's answer."""
+    g = torch.Generator().manual_seed(13)
     x = torch.randn(1, 2, 6, 6, generator=g, dtype=torch.float64)
     weight = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
-    view = panoptic_full[:, ::2, ::2]
-    first = panoptic_conv2d(x, view, weight)
-    torch.testing.assert_close(first, reference_panoptic_conv2d(x, view, weight))
-    torch.testing.assert_close(panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight), first)
-    panoptic_full[:, :6, :6] = 123_456  # in place: the same storage, a new version
+    if edit == "numpy":
+        array = random_panoptic(1, 12, 12, g).numpy()
+        panoptic_full = torch.from_numpy(array)
+    else:
+        panoptic_full = random_panoptic(1, 12, 12, g)
+    first = panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight)
+    torch.testing.assert_close(first, reference_panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight))
+    if edit == "numpy":
+        array[:, :6, :6] = 123_456
+    else:
+        panoptic_full.data[:, :6, :6] = 123_456
     changed = panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight)
     torch.testing.assert_close(changed, reference_panoptic_conv2d(x, panoptic_full[:, ::2, ::2], weight))
     assert not torch.allclose(changed, first)
+
+
+def test_backward_uses_the_forward_map(strategy):
+    """The backward pass differentiates the function the forward pass computed, even when the
+    map is changed in between (the plan travels with the autograd graph)."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(1, 2, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    panoptic = random_panoptic(1, 6, 7, g)
+    original = panoptic.clone()
+    out = panoptic_conv2d(x, panoptic, weight)
+    panoptic.fill_(5)
+    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    fast = torch.autograd.grad(out, (x, weight), grad_out)
+    slow = torch.autograd.grad(reference_panoptic_conv2d(x, original, weight), (x, weight), grad_out)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+
+
+def test_inference_mode(strategy):
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64)
+    panoptic = random_panoptic(2, 7, 8, g)
+    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    expected = reference_panoptic_conv2d(x, panoptic, weight)
+    conv = PanopticConv2d(3, 4, 3, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    with torch.inference_mode():
+        x_inference, panoptic_inference = x.clone(), panoptic.clone()
+        plan = conv_plan(panoptic_inference, 3)
+        torch.testing.assert_close(panoptic_conv2d(x_inference, panoptic_inference, weight), expected)
+        torch.testing.assert_close(conv(x_inference, panoptic_inference, plan), expected)
+    # A plan built under inference mode serves a later training step.
+    out = panoptic_conv2d(x.requires_grad_(), panoptic, weight, plan=plan)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+# --- memory format ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_output_keeps_the_input_memory_format(device, strategy):
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
+    panoptic = random_panoptic(2, 7, 9, g)
+    weight = torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64)
+    expected = reference_panoptic_conv2d(x, panoptic, weight)
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    x_last = x.to(device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = panoptic_conv2d(x_last, panoptic.to(device), weight.to(device), backend="torch")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.cpu(), expected)
+    out.backward(grad_out.to(device).contiguous(memory_format=torch.channels_last))
+    x_ref = x.clone().requires_grad_()
+    reference_panoptic_conv2d(x_ref, panoptic, weight).backward(grad_out)
+    torch.testing.assert_close(x_last.grad.cpu(), x_ref.grad)
+    plain = panoptic_conv2d(x.to(device), panoptic.to(device), weight.to(device), backend="torch")
+    assert plain.is_contiguous()
+
+
+# --- low precision: exact in the paper's sense ------------------------------------------------
+
+HALF_DTYPES = [torch.bfloat16, torch.float16]
+# Unit roundoff of each dtype: the error of rounding one value.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
+
+
+def loud_neighbour_case(generator, n=2, channels=6, height=10, width=12, loudness=1000.0):
+    """Two-segment maps (a ragged boundary and single pixels) where one segment is 1000x louder."""
+    panoptic = random_panoptic(n, height, width, generator, block=3)
+    loud = panoptic == ID_VALUES[0]
+    x = torch.randn(n, channels, height, width, generator=generator, dtype=torch.float64)
+    x = torch.where(loud.unsqueeze(1), x * loudness, x)
+    return x, panoptic, loud
+
+
+def own_terms_bound(x, panoptic, weight):
+    """k²/sum(M) * sum_q M_q |W_q| |X_q| per output: the size of the pixel's own terms (eq. 2 on |.|)."""
+    return reference_panoptic_conv2d(x.abs(), panoptic, weight.abs())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_output_has_no_feature_of_a_louder_neighbour(device, dtype, strategy):
+    """In bf16/fp16 each output differs from eq. 2 of its rounded operands by the rounding of
+    its own terms: a 1000x louder touching segment leaves no trace (a dense sum corrected by
+    subtraction would leave up to ~1000 * 2^-8 of it)."""
+    g = torch.Generator().manual_seed(17)
+    x, panoptic, _ = loud_neighbour_case(g)
+    weight = torch.randn(4, x.shape[1], 3, 3, generator=g, dtype=torch.float64)
+    x_low, weight_low = x.to(dtype), weight.to(dtype)
+    # The reference of the rounded operands: what remains is the rounding of the sums.
+    expected = reference_panoptic_conv2d(x_low.double(), panoptic, weight_low.double())
+    out = panoptic_conv2d(x_low.to(device), panoptic.to(device), weight_low.to(device), backend="torch")
+    assert out.dtype == dtype
+    error = (out.cpu().double() - expected).abs()
+    bound = 4 * UNIT_ROUNDOFF[dtype] * own_terms_bound(x_low.double(), panoptic, weight_low.double())
+    assert (error <= bound).all(), f"worst error / own-terms bound: {(error / bound).max().item():.3g} (<= 1)"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_input_gradient_has_no_gradient_of_a_louder_neighbour(device, dtype, strategy):
+    g = torch.Generator().manual_seed(18)
+    x, panoptic, loud = loud_neighbour_case(g)
+    weight = torch.randn(4, x.shape[1], 3, 3, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(x.shape[0], 4, *x.shape[2:], generator=g, dtype=torch.float64)
+    grad_out = torch.where(loud.unsqueeze(1), grad_out * 1000, grad_out)
+    x_low, weight_low, grad_low = x.to(dtype), weight.to(dtype), grad_out.to(dtype)
+
+    def reference_grad(weight64, grad64):
+        x64 = x_low.double().requires_grad_()
+        return torch.autograd.grad(reference_panoptic_conv2d(x64, panoptic, weight64), x64, grad64)[0]
+
+    expected = reference_grad(weight_low.double(), grad_low.double())
+    bound = 4 * UNIT_ROUNDOFF[dtype] * reference_grad(weight_low.double().abs(), grad_low.double().abs())
+    x_dev = x_low.to(device).requires_grad_()
+    out = panoptic_conv2d(x_dev, panoptic.to(device), weight_low.to(device), backend="torch")
+    (grad,) = torch.autograd.grad(out, x_dev, grad_low.to(device))
+    error = (grad.cpu().double() - expected).abs()
+    assert (error <= bound).all(), f"worst error / own-terms bound: {(error / bound).max().item():.3g} (<= 1)"
+
+
+def test_float32_subtraction_stays_within_float32_rounding(strategy):
+    """float32 keeps the fast subtraction on CPU: the neighbour's trace is float32 rounding."""
+    g = torch.Generator().manual_seed(19)
+    x, panoptic, _ = loud_neighbour_case(g)
+    weight = torch.randn(4, x.shape[1], 3, 3, generator=g, dtype=torch.float64)
+    expected = reference_panoptic_conv2d(x.float().double(), panoptic, weight.float().double())
+    out = panoptic_conv2d(x.float(), panoptic, weight.float())
+    error = (out.double() - expected).abs()
+    # The rounding of sums that include the loud terms: |W| |X| over the whole window.
+    whole_window = F.conv2d(x.abs(), weight.abs(), padding=1) * 9
+    assert (error <= 8 * UNIT_ROUNDOFF[torch.float32] * whole_window).all()
+
+
+def test_mixed_dtypes_outside_autocast_are_rejected():
+    with pytest.raises(ValueError, match="input is bfloat16 but weight is float32"):
+        ids = torch.zeros(1, 5, 5, dtype=torch.long)
+        panoptic_conv2d(torch.randn(1, 3, 5, 5, dtype=torch.bfloat16), ids, torch.randn(4, 3, 3, 3))
+
+
+AUTOCAST = [("cpu", torch.bfloat16)]
+if "cuda" in DEVICES:
+    AUTOCAST += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
+
+
+@pytest.mark.parametrize(("device", "dtype"), AUTOCAST)
+@pytest.mark.parametrize("size", [6, 24])  # small maps take the full-recompute path, larger ones the sparse one
+def test_autocast_forward_and_backward(device, dtype, size, strategy):
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 8, size, size, generator=g).to(device).requires_grad_()
+    weight = torch.randn(8, 8, 3, 3, generator=g).to(device).requires_grad_()
+    bias = torch.randn(8, generator=g).to(device).requires_grad_()
+    panoptic = random_panoptic(2, size, size, g, block=4)
+    with torch.autocast(device, dtype=dtype):
+        out = panoptic_conv2d(x, panoptic.to(device), weight, bias)
+    assert out.dtype == dtype
+    x64, w64, b64 = (t.detach().cpu().double().requires_grad_() for t in (x, weight, bias))
+    expected = panoptic_conv2d(x64, panoptic, w64, b64)
+
+    def relative_error(a, b):
+        return ((a.cpu().double() - b).norm() / b.norm()).item()
+
+    assert relative_error(out, expected) < 1e-2  # half-precision operands: 1e-3..1e-2
+    out.float().sum().backward()
+    expected.sum().backward()
+    assert x.grad.dtype == weight.grad.dtype == bias.grad.dtype == torch.float32
+    assert relative_error(x.grad, x64.grad) < 1e-2
+    assert relative_error(weight.grad, w64.grad) < 1e-2
+    assert relative_error(bias.grad, b64.grad) < 1e-2

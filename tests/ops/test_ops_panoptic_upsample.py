@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pansynth.ops import panoptic_upsample
+from pansynth.ops import panoptic_conv2d, panoptic_upsample
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ID_VALUES = torch.tensor([-3, 11, 5_000_017, 2**41, 26003, 26004])
@@ -102,14 +102,92 @@ def test_batch_size_zero():
     ("args", "match"),
     [
         ((torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 4, 4, dtype=torch.long)), "integer"),
-        ((torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long)),
-         "2h, 2w"),
-        ((torch.randn(1, 3, 2, 2), torch.zeros(1, 3, 2, dtype=torch.long), torch.zeros(1, 6, 4, dtype=torch.long)),
-         "match the features"),
-        ((torch.randn(3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)),
-         r"\(N, C, h, w\)"),
+        (
+            (torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long)),
+            "2h, 2w",
+        ),
+        (
+            (torch.randn(1, 3, 2, 2), torch.zeros(1, 3, 2, dtype=torch.long), torch.zeros(1, 6, 4, dtype=torch.long)),
+            "match the features",
+        ),
+        (
+            (torch.randn(3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)),
+            r"\(N, C, h, w\)",
+        ),
     ],
 )
 def test_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         panoptic_upsample(*args)
+
+
+def test_gradients_match_literal_autograd():
+    g = torch.Generator().manual_seed(2)
+    low, high = random_maps(2, 4, 5, g, 4)
+    features = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(2, 3, 8, 10, generator=g, dtype=torch.float64)
+    (fast,) = torch.autograd.grad(panoptic_upsample(features, low, high)[0], features, grad_out)
+    (slow,) = torch.autograd.grad(reference_algorithm_1(features, low, high)[0], features, grad_out)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_inference_mode():
+    g = torch.Generator().manual_seed(3)
+    low, high = random_maps(2, 4, 5, g, 4)
+    features = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    expected, expected_matched = reference_algorithm_1(features, low, high)
+    with torch.inference_mode():
+        out, matched = panoptic_upsample(features.clone(), low.clone(), high.clone())
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(matched, expected_matched)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_in_channels_last_out(device):
+    g = torch.Generator().manual_seed(4)
+    low, high = random_maps(2, 4, 5, g, 4)
+    features = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    expected, _ = reference_algorithm_1(features, low, high)
+    grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    features_last = features.to(device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out, _ = panoptic_upsample(features_last, low.to(device), high.to(device), backend="torch")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.cpu(), expected)
+    out.backward(grad_out.to(device).contiguous(memory_format=torch.channels_last))
+    (expected_grad,) = torch.autograd.grad(
+        reference_algorithm_1(features.requires_grad_(), low, high)[0], features, grad_out
+    )
+    torch.testing.assert_close(features_last.grad.cpu(), expected_grad)
+
+
+AUTOCAST = [("cpu", torch.bfloat16)]
+if "cuda" in DEVICES:
+    AUTOCAST += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
+
+
+@pytest.mark.parametrize(("device", "dtype"), AUTOCAST)
+def test_autocast_conv_upsample_conv(device, dtype):
+    """Half-precision features from a panoptic convolution go through the upsampling and the next
+    convolution under autocast, forward and backward, close to float64."""
+    g = torch.Generator().manual_seed(5)
+    low, high = random_maps(2, 6, 7, g, 4)
+    x = torch.randn(2, 4, 6, 7, generator=g)
+    weights = [torch.randn(4, 4, 3, 3, generator=g) for _ in range(2)]
+
+    def run(x, w0, w1, panoptic_low, panoptic_high):
+        features = panoptic_conv2d(x, panoptic_low, w0)
+        upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high)
+        return panoptic_conv2d(upsampled, panoptic_high, w1), matched
+
+    leaves = [t.to(device).requires_grad_() for t in (x, *weights)]
+    with torch.autocast(device, dtype=dtype):
+        out, matched = run(*leaves, low.to(device), high.to(device))
+    assert out.dtype == matched.dtype == dtype
+    leaves64 = [t.detach().double().requires_grad_() for t in (x, *weights)]
+    expected, _ = run(*leaves64, low, high)
+    assert ((out.cpu().double() - expected).norm() / expected.norm()).item() < 2e-2
+    out.float().square().sum().backward()
+    expected.square().sum().backward()
+    for leaf, leaf64 in zip(leaves, leaves64):
+        assert leaf.grad.dtype == torch.float32
+        assert ((leaf.grad.cpu().double() - leaf64.grad).norm() / leaf64.grad.norm()).item() < 3e-2

@@ -41,7 +41,9 @@ from pansynth.choices import (
 from pansynth.files import atomic_write
 from pansynth.models.hole_fill import HoleFillingUpsample
 from pansynth.models.init import init_weights
-from pansynth.models.spade import SPADEResBlock, apply_conv, make_conv3x3, resize_label
+from pansynth.models.spade import PlanCache, SPADEResBlock, apply_conv, make_conv3x3, resize_label
+from pansynth.ops import Backend
+from pansynth.ops.backend import BACKENDS, select_backend
 from pansynth.ops.maps import boundary_map, check_map, downsample_map, semantic_one_hot
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Generator", "build_label_map", "label_map_channels"]
@@ -110,6 +112,10 @@ class Generator(nn.Module):
         spectral: spectral normalization on the residual blocks' convolutions.
         spade_hidden: width of the hidden convolution in every SPADE layer (128 in SPADE).
         init: ``"spade"`` (SPADE's xavier-normal, gain 0.02) or ``"default"`` (PyTorch's).
+        backend: engine of the panoptic layers: ``"auto"`` (see :mod:`pansynth.ops.backend`),
+            ``"triton"`` (the fused CUDA kernels) or ``"torch"`` (the PyTorch engine). The same numbers
+            either way; with the PyTorch engine each forward pass finds every scale's segment
+            boundaries once and shares them between the layers of that scale.
 
     Shapes:
         forward(semantic (Tensor[N, H, W]) int64, panoptic (Tensor[N, H, W]) int64)
@@ -136,9 +142,11 @@ class Generator(nn.Module):
         spectral: bool = True,
         spade_hidden: int = 128,
         init: InitKind = "spade",
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         _check_int("num_classes", num_classes, 1)
+        check_choice("backend", backend, BACKENDS)
         _check_int("spade_hidden", spade_hidden, 1)
         _check_int("ngf", ngf, 1)
         if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
@@ -179,6 +187,7 @@ class Generator(nn.Module):
             spectral=spectral,
             spade_hidden=spade_hidden,
             init=init,
+            backend=backend,
         )
         # Facts about the saved weights (training step, class names...): see save_pretrained.
         self.metadata: dict[str, Any] = {}
@@ -186,16 +195,19 @@ class Generator(nn.Module):
         self.ignore_index = ignore_index
         self.boundary = bool(boundary)
         self.num_up = num_up
+        self.backend = backend
         self.start_size = (height // factor, width // factor)
         label_nc = label_map_channels(num_classes, ignore_index, self.boundary)
         self.label_channels = label_nc
         nf = ngf
 
         def block(cin: int, cout: int) -> SPADEResBlock:
-            return SPADEResBlock(cin, cout, label_nc, conv=conv, spectral=spectral, norm=norm, hidden=spade_hidden)
+            return SPADEResBlock(
+                cin, cout, label_nc, conv=conv, spectral=spectral, norm=norm, hidden=spade_hidden, backend=backend
+            )
 
         # The first layer: label map at the start size -> 16 nf, shared by the hole-filling stages.
-        self.first_layer = make_conv3x3(label_nc, 16 * nf, conv)
+        self.first_layer = make_conv3x3(label_nc, 16 * nf, conv, backend)
         self.head_0 = block(16 * nf, 16 * nf)
         self.middle_0 = block(16 * nf, 16 * nf)
         self.middle_1 = block(16 * nf, 16 * nf)
@@ -220,7 +232,7 @@ class Generator(nn.Module):
         self.upsample_layers: nn.ModuleList | None = None
         if upsample == "panoptic":
             self.upsample_layers = nn.ModuleList(
-                HoleFillingUpsample(self.first_layer, c, num_classes, ignore_index, self.boundary)
+                HoleFillingUpsample(self.first_layer, c, num_classes, ignore_index, self.boundary, backend)
                 for c in stage_channels
             )
         init_weights(self, init)
@@ -268,29 +280,38 @@ class Generator(nn.Module):
         panoptic_low, panoptic_high = downsample_map(panoptic, low), downsample_map(panoptic, high)
         return self.upsample_layers[index](x, downsample_map(semantic, high), panoptic_low, panoptic_high)
 
+    def _plans(self, panoptic: Tensor, features: Tensor) -> PlanCache | None:
+        """This forward pass's per-scale plans, when the PyTorch engine runs the panoptic convolutions."""
+        if self._config["conv"] != "panoptic" or torch.compiler.is_compiling():
+            return None  # compiled graphs run the ops as custom ops, which plan for themselves
+        return PlanCache(panoptic) if select_backend(self.backend, features) == "torch" else None
+
     def forward(self, semantic: Tensor, panoptic: Tensor) -> Tensor:
         if not torch.compiler.is_compiling():
             self.check_inputs(semantic, panoptic)
         panoptic = panoptic.long()
         label = self.label_map(semantic, panoptic).to(self.conv_img.weight.dtype)
-        x = apply_conv(self.first_layer, resize_label(label, self.start_size), panoptic)
-        stage = iter(range(self.num_up))
+        plans = self._plans(panoptic, label)
+        x = apply_conv(self.first_layer, resize_label(label, self.start_size), panoptic, plans)
+        stage = 0
 
         def up(features: Tensor) -> Tensor:
-            return self._upsample(next(stage), features, semantic, panoptic)
+            nonlocal stage
+            stage += 1
+            return self._upsample(stage - 1, features, semantic, panoptic)
 
-        x = self.head_0(x, label, panoptic)
+        x = self.head_0(x, label, panoptic, plans)
         x = up(x)
-        x = self.middle_0(x, label, panoptic)
+        x = self.middle_0(x, label, panoptic, plans)
         if self._config["num_upsampling_layers"] in ("more", "most"):
             x = up(x)
-        x = self.middle_1(x, label, panoptic)
-        x = self.up_0(up(x), label, panoptic)
-        x = self.up_1(up(x), label, panoptic)
-        x = self.up_2(up(x), label, panoptic)
-        x = self.up_3(up(x), label, panoptic)
+        x = self.middle_1(x, label, panoptic, plans)
+        x = self.up_0(up(x), label, panoptic, plans)
+        x = self.up_1(up(x), label, panoptic, plans)
+        x = self.up_2(up(x), label, panoptic, plans)
+        x = self.up_3(up(x), label, panoptic, plans)
         if self._config["num_upsampling_layers"] == "most":
-            x = self.up_4(up(x), label, panoptic)
+            x = self.up_4(up(x), label, panoptic, plans)
         x = self.conv_img(F.leaky_relu(x, _LRELU_SLOPE))
         return torch.tanh(x)
 

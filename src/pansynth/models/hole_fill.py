@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pansynth.ops import PanopticConv2d, panoptic_conv2d_labels, panoptic_upsample
+from pansynth.ops import Backend, PanopticConv2d, panoptic_conv2d_labels, panoptic_upsample
 from pansynth.ops.maps import boundary_map, semantic_to_index
 
 __all__ = ["HoleFillingUpsample"]
@@ -34,6 +34,7 @@ class HoleFillingUpsample(nn.Module):
         out_channels: channels C of the features upsampled at this stage.
         num_classes / ignore_index: how class indices map to the label map's one-hot channels.
         boundary: the first layer's input has the instance boundary map as its last channel.
+        backend: engine of Algorithm 1 (``"auto"``, ``"triton"``, ``"torch"``; see :mod:`pansynth.ops`).
 
     Shapes:
         forward(features (Tensor[N, C, h, w]), semantic_high (Tensor[N, 2h, 2w]) int,
@@ -54,8 +55,10 @@ class HoleFillingUpsample(nn.Module):
         num_classes: int,
         ignore_index: int | None = None,
         boundary: bool = False,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
+        self.backend = backend
         # A tuple keeps the shared layer out of this module's parameters and state dict.
         self._first_layer = (first_layer,)
         self.out_channels = out_channels
@@ -72,7 +75,7 @@ class HoleFillingUpsample(nn.Module):
     def forward(self, features: Tensor, semantic_high: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> Tensor:
         if features.shape[1] != self.out_channels:
             raise ValueError(f"expected {self.out_channels} feature channels, got {features.shape[1]}")
-        upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high)
+        upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high, backend=self.backend)
         holes = (matched[:, 0] == 0).nonzero()
         if len(holes) == 0:
             return upsampled
@@ -114,7 +117,10 @@ class HoleFillingUpsample(nn.Module):
         return fill
 
     def extra_repr(self) -> str:
-        return f"out_channels={self.out_channels}, boundary={self.boundary}, shares the generator's first layer"
+        return (
+            f"out_channels={self.out_channels}, boundary={self.boundary}, backend={self.backend!r}, "
+            "shares the generator's first layer"
+        )
 
 
 def _inside_counts(positions: Tensor, size: torch.Size, kernel_size: int) -> Tensor:

@@ -19,10 +19,10 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pansynth.choices import CONV_KINDS, NORM_KINDS, ConvKind, NormKind, check_choice
-from pansynth.ops import PanopticConv2d
+from pansynth.ops import Backend, ConvPlan, PanopticConv2d, conv_plan
 from pansynth.ops.maps import downsample_map
 
-__all__ = ["apply_conv", "make_conv3x3", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
+__all__ = ["PlanCache", "apply_conv", "make_conv3x3", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
 
 _LRELU_SLOPE = 0.2
 
@@ -130,21 +130,45 @@ class SPADENorm(nn.Module):
         return f"norm_channels={self.norm_channels}, label_channels={self.label_channels}, {self.param_free}"
 
 
-def make_conv3x3(in_channels: int, out_channels: int, conv: ConvKind) -> nn.Module:
-    """A 3x3, stride-1, 'same'-padded convolution: plain or panoptic-aware."""
+def make_conv3x3(in_channels: int, out_channels: int, conv: ConvKind, backend: Backend = "auto") -> nn.Module:
+    """A 3x3, stride-1, 'same'-padded convolution: plain or panoptic-aware (run by ``backend``)."""
     check_choice("conv", conv, CONV_KINDS)
     if conv == "standard":
         return nn.Conv2d(in_channels, out_channels, 3, padding=1)
-    return PanopticConv2d(in_channels, out_channels, 3)
+    return PanopticConv2d(in_channels, out_channels, 3, backend=backend)
 
 
-def apply_conv(conv: nn.Module, x: Tensor, panoptic: Tensor | None) -> Tensor:
-    """Call a layer from :func:`make_conv3x3`, passing the panoptic map to panoptic convs."""
+def apply_conv(conv: nn.Module, x: Tensor, panoptic: Tensor | None, plans: PlanCache | None = None) -> Tensor:
+    """Call a layer from :func:`make_conv3x3`, passing the panoptic map (and its plan) to panoptic convs."""
     if not isinstance(conv, PanopticConv2d):
         return conv(x)
     if panoptic is None:
         raise ValueError("a panoptic convolution needs the panoptic map, got None")
-    return conv(x, panoptic)
+    plan = plans.get(tuple(x.shape[-2:]), conv.kernel_size) if plans is not None else None
+    return conv(x, panoptic, plan)
+
+
+class PlanCache:
+    """The PyTorch engine's per-map plans of one forward pass, one per scale and kernel size.
+
+    Every panoptic convolution at a scale sees the same map ``P[::s, ::s]``: its irregular
+    windows are found once per forward pass (and reused by the backward pass) instead of once
+    per layer. Built by the generator for each forward call; never shared between calls, so an
+    edited map is never served a stale plan.
+
+    Args:
+        panoptic (Tensor[N, H, W]): the full-resolution map of this forward pass.
+    """
+
+    def __init__(self, panoptic: Tensor) -> None:
+        self.panoptic = panoptic
+        self.plans: dict[tuple[tuple[int, int], int], ConvPlan] = {}
+
+    def get(self, size: tuple[int, int], kernel_size: int) -> ConvPlan:
+        key = (tuple(size), kernel_size)
+        if key not in self.plans:
+            self.plans[key] = conv_plan(downsample_map(self.panoptic, size), kernel_size)
+        return self.plans[key]
 
 
 class SPADEResBlock(nn.Module):
@@ -161,6 +185,7 @@ class SPADEResBlock(nn.Module):
         spectral: apply spectral normalization to conv_0, conv_1 and conv_s.
         norm: parameter-free norm of the SPADE layers.
         hidden: width of the SPADE layers' hidden convolution.
+        backend: engine of the panoptic convolutions (``"auto"``, ``"triton"``, ``"torch"``).
 
     Shapes:
         forward(x (Tensor[N, in, h, w]), label (Tensor[N, L, H, W]), panoptic (Tensor[N, H', W']) int64)
@@ -177,6 +202,7 @@ class SPADEResBlock(nn.Module):
         spectral: bool = True,
         norm: NormKind = "instance",
         hidden: int = 128,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         check_choice("conv", conv, CONV_KINDS)
@@ -184,8 +210,8 @@ class SPADEResBlock(nn.Module):
         self.out_channels = out_channels
         self.learned_shortcut = in_channels != out_channels
         middle = min(in_channels, out_channels)
-        self.conv_0 = make_conv3x3(in_channels, middle, conv)
-        self.conv_1 = make_conv3x3(middle, out_channels, conv)
+        self.conv_0 = make_conv3x3(in_channels, middle, conv, backend)
+        self.conv_1 = make_conv3x3(middle, out_channels, conv, backend)
         if self.learned_shortcut:
             self.conv_s = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         if spectral:
@@ -198,13 +224,13 @@ class SPADEResBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADENorm(in_channels, label_channels, hidden, param_free=norm)
 
-    def forward(self, x: Tensor, label: Tensor, panoptic: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, label: Tensor, panoptic: Tensor | None = None, plans: PlanCache | None = None) -> Tensor:
         if self.learned_shortcut:
             shortcut = self.conv_s(self.norm_s(x, label))
         else:
             shortcut = x
-        dx = apply_conv(self.conv_0, F.leaky_relu(self.norm_0(x, label), _LRELU_SLOPE), panoptic)
-        dx = apply_conv(self.conv_1, F.leaky_relu(self.norm_1(dx, label), _LRELU_SLOPE), panoptic)
+        dx = apply_conv(self.conv_0, F.leaky_relu(self.norm_0(x, label), _LRELU_SLOPE), panoptic, plans)
+        dx = apply_conv(self.conv_1, F.leaky_relu(self.norm_1(dx, label), _LRELU_SLOPE), panoptic, plans)
         return shortcut + dx
 
     def extra_repr(self) -> str:

@@ -45,7 +45,8 @@ def label_channels(num_classes: int, ignore_index: int | None) -> int:
 def semantic_to_index(semantic: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
     """Map class indices to one-hot channel indices, checking their range.
 
-    Pixels equal to ``ignore_index`` go to the extra channel ``num_classes``.
+    Pixels equal to ``ignore_index`` go to the extra channel ``num_classes``. Values out of
+    range raise a ValueError in eager mode; a compiled graph does not check them.
 
     Args:
         semantic (Tensor[N, H, W]): integer class indices in ``[0, num_classes)`` or ``ignore_index``.
@@ -60,14 +61,14 @@ def semantic_to_index(semantic: Tensor, num_classes: int, ignore_index: int | No
         valid_max = num_classes
     else:
         valid_max = num_classes - 1
-    if semantic.numel() > 0:
+    # The range check reads the values (a device sync, and a break in a compiled graph): it runs
+    # in eager mode and is left out while torch.compile traces.
+    if semantic.numel() > 0 and not torch.compiler.is_compiling():
         low, high = int(semantic.min()), int(semantic.max())
         if low < 0 or high > valid_max:
             bad = low if low < 0 else high
             ignore = f" or the ignore index {ignore_index}" if ignore_index is not None else ""
-            raise ValueError(
-                f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore}"
-            )
+            raise ValueError(f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore}")
     return semantic
 
 
@@ -116,12 +117,7 @@ def boundary_map(panoptic: Tensor) -> Tensor:
 def map_stride(source_size: tuple[int, int], target_size: tuple[int, int], name: str = "map") -> tuple[int, int]:
     """Integer strides (sy, sx) that take a map of ``source_size`` to ``target_size``."""
     (height, width), (target_height, target_width) = tuple(source_size), tuple(target_size)
-    if (
-        target_height <= 0
-        or target_width <= 0
-        or height % target_height
-        or width % target_width
-    ):
+    if target_height <= 0 or target_width <= 0 or height % target_height or width % target_width:
         raise ValueError(
             f"{name} of size {height}x{width} cannot be reduced to {target_height}x{target_width} "
             "by an integer stride: its height and width must be multiples of the target size"

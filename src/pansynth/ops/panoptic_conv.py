@@ -1,4 +1,4 @@
-"""Panoptic-aware partial convolution (Dundar et al., CVPR 2020, eq. 1-2).
+"""Panoptic-aware partial convolution (Dundar et al., CVPR 2020, eq. 1-2): public functions, module, dispatch.
 
 For every output pixel p with window W(p) (k x k, stride 1, "same" zero padding)::
 
@@ -8,30 +8,36 @@ For every output pixel p with window W(p) (k x k, stride 1, "same" zero padding)
 sum(M) >= 1 always holds because the centre matches itself, so the "else 0" branch
 of eq. 2 never triggers for a same-padded, stride-1 convolution.
 
-Implementation. The arithmetic is that of a plain convolution: M differs from the
-all-ones window only where the window crosses a segment boundary or the image border
-("irregular" pixels, 5-15% of a 128x256 map of a real scene). So the forward pass runs
-one dense ``conv2d``, subtracts at the irregular pixels what the masked-out window
-positions added (tap by tap, as small gathered matrix products) and rescales them by
-k²/sum(M). The backward pass corrects the dense input- and weight-gradient
-convolutions the same way. On small maps, where most windows are irregular, every
-window is computed from its mask instead (a masked im2col and one batched matrix
-product). A custom autograd function saves only the input, the weight and the ids,
-so the memory kept for backward is that of ``conv2d`` plus the id map.
+Two engines compute it (``backend=``, see :mod:`pansynth.ops.backend`): the PyTorch engine
+(:mod:`pansynth.ops._torch_engine`: a dense convolution made exact at the pixels whose
+window crosses a segment or the border, driven by a per-map :class:`ConvPlan`) and the
+Triton kernels (:mod:`pansynth.ops._triton`: an implicit-GEMM convolution that applies the
+mask while it loads the input). Under autocast the input, weight and bias are cast to
+autocast's dtype first, as ``conv2d`` would be.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pansynth.ops.maps import check_map, map_stride, pad_map, semantic_to_index
+from pansynth.ops import _torch_engine, _triton_ops
+from pansynth.ops._torch_engine import ConvPlan, SparseWindows, conv_plan, irregular_pixels, window_masks
+from pansynth.ops.backend import Backend, compute_dtype, select_backend
+from pansynth.ops.maps import check_map, map_stride, semantic_to_index
 
-__all__ = ["panoptic_conv2d", "panoptic_conv2d_labels", "PanopticConv2d", "irregular_pixels", "window_masks"]
+__all__ = [
+    "ConvPlan",
+    "PanopticConv2d",
+    "conv_plan",
+    "irregular_pixels",
+    "panoptic_conv2d",
+    "panoptic_conv2d_labels",
+    "window_masks",
+]
 
 
 def _check_conv_args(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None, padding) -> int:
@@ -63,341 +69,18 @@ def _check_conv_args(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tens
     return radius
 
 
-def irregular_pixels(panoptic: Tensor, kernel_size: int) -> Tensor:
-    """Pixels whose k x k window is not a full, single-segment window.
-
-    These are the only pixels where eq. 2 differs from a plain convolution: their
-    window holds another id, or reaches outside the image (sum(M) < k²).
-
-    Args:
-        panoptic (Tensor[N, H, W]): integer ids.
-
-    Returns:
-        Tensor[N, H, W] bool.
-    """
-    radius = kernel_size // 2
-    n, height, width = panoptic.shape
-    irregular = torch.zeros(n, height, width, dtype=torch.bool, device=panoptic.device)
-    if radius == 0:
-        return irregular
-    irregular[:, :radius] = True
-    irregular[:, height - radius :] = True
-    irregular[:, :, :radius] = True
-    irregular[:, :, width - radius :] = True
-    # The relation "q is in the window of p and has another id" is symmetric: half of
-    # the offsets suffice, each marking both pixels of a differing pair.
-    for dy in range(0, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy == 0 and dx <= 0:
-                continue
-            rows, rows_shifted = slice(0, height - dy), slice(dy, height)
-            cols, cols_shifted = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width - max(0, -dx))
-            differ = panoptic[:, rows, cols] != panoptic[:, rows_shifted, cols_shifted]
-            irregular[:, rows, cols] |= differ
-            irregular[:, rows_shifted, cols_shifted] |= differ
-    return irregular
-
-
-def window_masks(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The masks M of eq. 1 for every window, as dense maps.
-
-    Returns:
-        ``(same, count, boundary)``: ``same`` (Tensor[N, k*k, H, W] bool) is M for the window
-        centred at each pixel, offsets in kernel row-major order; ``count`` (Tensor[N, 1, H, W])
-        is sum(M); ``boundary`` (Tensor[N, H, W] bool) marks windows holding another id inside
-        the image.
-    """
-    radius = kernel_size // 2
-    # (N, H, W, k, k) views of every window, without copies.
-    windows = pad_map(panoptic, radius).unfold(1, kernel_size, 1).unfold(2, kernel_size, 1)
-    inside = pad_map(torch.ones_like(panoptic, dtype=torch.bool), radius)
-    inside = inside.unfold(1, kernel_size, 1).unfold(2, kernel_size, 1)
-    equal = windows == panoptic[..., None, None]
-    same = (equal & inside).flatten(3)
-    boundary = (inside & ~equal).flatten(3).any(-1)
-    same = same.permute(0, 3, 1, 2).contiguous()
-    return same, same.sum(1, keepdim=True), boundary
-
-
-class _SparseWindows:
-    """The windows of the irregular pixels of one image, as flat indices.
-
-    Attributes:
-        pixels (Tensor[n]): flat indices y * W + x of the irregular pixels (sorted).
-        neighbours (Tensor[n, k*k]): flat indices of their window positions (clamped).
-        inside (Tensor[n, k*k] bool): window position lies inside the image.
-        same (Tensor[n, k*k] bool): the mask M of eq. 1.
-        count (Tensor[n]): sum(M).
-    """
-
-    def __init__(self, panoptic: Tensor, pixels: Tensor, radius: int) -> None:
-        height, width = panoptic.shape
-        self.pixels = pixels
-        ys, xs = self.pixels // width, self.pixels % width
-        offsets = torch.arange(-radius, radius + 1, device=panoptic.device)
-        rows, cols = ys[:, None] + offsets, xs[:, None] + offsets
-        size = 2 * radius + 1
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        self.inside = inside.reshape(len(self.pixels), size * size)
-        flat = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
-        self.neighbours = flat.reshape(len(self.pixels), size * size)
-        ids = panoptic.reshape(-1)
-        self.same = self.inside & (ids[self.neighbours] == ids[self.pixels][:, None])
-        self.window_size = size * size
-        self.count = self.same.sum(1)
-        self._excluded: list[tuple[int, Tensor]] | None = None
-
-    def scale(self, dtype: torch.dtype) -> Tensor:
-        """k² / sum(M) per irregular pixel (Tensor[n])."""
-        return self.window_size / self.count.to(dtype)
-
-    def excluded(self) -> list[tuple[int, Tensor]]:
-        """(tap t, rows) pairs: the rows (into ``pixels``) whose window position t lies inside
-        the image but holds another id, i.e. what a dense convolution adds and eq. 2 does not."""
-        if self._excluded is None:
-            excluded = self.inside & ~self.same
-            self._excluded = []
-            for t in range(self.window_size):
-                rows = excluded[:, t].nonzero().squeeze(1)
-                if len(rows):
-                    self._excluded.append((t, rows))
-        return self._excluded
-
-
-def _excluded_sums(windows: _SparseWindows, values: Tensor, taps: Tensor, dtype: torch.dtype) -> Tensor:
-    """What the masked-out window positions add to a dense convolution at the irregular pixels.
-
-    Args:
-        values (Tensor[C, H*W]): the convolved map of one image.
-        taps (Tensor[k*k, O, C]): the kernel, one (O, C) matrix per window position.
-
-    Returns:
-        Tensor[O, n]: sum over excluded positions t of taps[t] @ values[:, neighbour_t].
-    """
-    sums = values.new_zeros(len(windows.pixels), taps.shape[1], dtype=dtype)
-    for t, rows in windows.excluded():
-        neighbours = values.index_select(1, windows.neighbours[rows, t]).to(dtype)
-        # Rows of (n, O) are contiguous: index_add_ along dim 0 is much faster than along dim 1.
-        sums.index_add_(0, rows, neighbours.t() @ taps[t].t().to(dtype))
-    return sums.t()
-
-
-def _image_windows(panoptic: Tensor, irregular: Tensor, kernel_size: int) -> list[_SparseWindows]:
-    """The windows of the irregular pixels, per image."""
-    return [
-        _SparseWindows(panoptic[b], irregular[b].reshape(-1).nonzero().squeeze(1), kernel_size // 2)
-        for b in range(panoptic.shape[0])
-    ]
-
-
-# Above this share of irregular pixels (small maps, where the border band and the
-# segment boundaries cover most windows) every window is computed from its mask
-# instead of running the dense convolution and then correcting most of it.
-FULL_RECOMPUTE_SHARE = 0.5
-# Maps up to this many pixels get their masks in one batched pass (few, larger operations);
-# larger ones first look for the irregular pixels with cheaper shifted comparisons.
-SMALL_MAP_PIXELS = 4096
-
-
-def _use_full_recompute(irregular: Tensor) -> bool:
-    return irregular.numel() > 0 and irregular.float().mean().item() > FULL_RECOMPUTE_SHARE
-
-
-class _Plan:
-    """How eq. 2 is computed for one panoptic map and kernel size: every window from its
-    mask (``full``, with the dense masks) or dense conv + corrections (``windows`` per image)."""
-
-    def __init__(self, panoptic: Tensor, kernel_size: int) -> None:
-        small = panoptic.shape[1] * panoptic.shape[2] <= SMALL_MAP_PIXELS
-        if small:
-            # Small maps: one batched pass gives the masks and the choice of strategy.
-            same, count, _ = window_masks(panoptic, kernel_size)
-            irregular = count[:, 0] < kernel_size * kernel_size
-        else:
-            irregular = irregular_pixels(panoptic, kernel_size)
-        self.full = _use_full_recompute(irregular)
-        self.same = self.count = self.windows = None
-        if self.full:
-            if not small:
-                same, count, _ = window_masks(panoptic, kernel_size)
-            self.same, self.count = same, count
-        else:
-            self.windows = _image_windows(panoptic, irregular, kernel_size)
-
-
-# The layers of a generator block, and the backward pass, see the same panoptic map (views of
-# one tensor): their plan is computed once. A cache entry holds the map itself, so that its
-# memory cannot be reused by another tensor while the entry lives; the version counter
-# catches in-place changes.
-_PLAN_CACHE: OrderedDict[tuple, tuple[Tensor, _Plan]] = OrderedDict()
-_PLAN_CACHE_SIZE = 8
-
-
-def _plan_for(panoptic: Tensor, kernel_size: int) -> _Plan:
-    key = (
-        panoptic.device, panoptic.dtype, panoptic.untyped_storage().data_ptr(), panoptic.storage_offset(),
-        tuple(panoptic.shape), panoptic.stride(), panoptic._version, kernel_size,
-        FULL_RECOMPUTE_SHARE, SMALL_MAP_PIXELS,
-    )
-    entry = _PLAN_CACHE.get(key)
-    if entry is not None:
-        _PLAN_CACHE.move_to_end(key)
-        return entry[1]
-    plan = _Plan(panoptic, kernel_size)
-    _PLAN_CACHE[key] = (panoptic, plan)
-    while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
-        _PLAN_CACHE.popitem(last=False)
-    return plan
-
-
-def _autocast_state(device_type: str) -> dict:
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 has no device-type argument
-        enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
-    if not enabled:
-        return {"enabled": False}
-    return {"enabled": True, "dtype": torch.get_autocast_dtype(device_type)}
-
-
-class _PanopticConv2dFunction(torch.autograd.Function):
-    """Eq. 2 with a hand-written backward; saves only the input, the ids and the weight."""
-
-    @staticmethod
-    def forward(ctx, input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        kernel_size = weight.shape[-1]
-        plan = _plan_for(panoptic, kernel_size)
-        ctx.autocast = _autocast_state(input.device.type)
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(input, panoptic, weight)
-        if plan.full:
-            dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else input.dtype
-            return _full_forward(input, plan.same, plan.count, weight, bias, dtype)
-        return _sparse_forward(input, plan.windows, weight, bias)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: Tensor):
-        input, panoptic, weight = ctx.saved_tensors
-        need_input, _, need_weight, need_bias = ctx.needs_input_grad
-        grad_bias = grad_output.sum((0, 2, 3)).to(weight.dtype) if ctx.has_bias and need_bias else None
-        dtype = ctx.autocast["dtype"] if ctx.autocast["enabled"] else grad_output.dtype
-        with torch.autocast(input.device.type, **ctx.autocast):
-            plan = _plan_for(panoptic, weight.shape[-1])
-            backward = _full_backward if plan.full else _sparse_backward
-            grad_input, grad_weight = backward(
-                grad_output.to(dtype), input.to(dtype), plan, weight.to(dtype), need_input, need_weight
-            )
-        if grad_input is not None:
-            grad_input = grad_input.to(input.dtype)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        return grad_input, None, grad_weight, grad_bias
-
-
-# --- every window from its mask, batched (small maps) --------------------------------------
-
-
-def _masked_columns(values: Tensor, same: Tensor, kernel_size: int) -> Tensor:
-    """im2col of values (Tensor[N, C, H, W]) times the masks: Tensor[N, C*k*k, H*W]."""
-    n, channels = values.shape[:2]
-    columns = F.unfold(values, kernel_size, padding=kernel_size // 2)
-    columns = columns.view(n, channels, kernel_size * kernel_size, -1) * same.flatten(2).unsqueeze(1)
-    return columns.view(n, channels * kernel_size * kernel_size, -1)
-
-
-def _full_forward(input, same, count, weight, bias, dtype) -> Tensor:
-    kernel_size = weight.shape[-1]
-    columns = _masked_columns(input.to(dtype), same.to(dtype), kernel_size)
-    output = weight.reshape(weight.shape[0], -1).to(dtype) @ columns  # (N, O, H*W)
-    output = output.view(*output.shape[:2], *input.shape[2:]) * (kernel_size * kernel_size / count.to(dtype))
-    return output if bias is None else output + bias.to(dtype).view(1, -1, 1, 1)
-
-
-def _full_backward(grad_output, input, plan, weight, need_input, need_weight):
-    kernel_size = weight.shape[-1]
-    same, count = plan.same.to(grad_output.dtype), plan.count
-    grad_scaled = (grad_output * (kernel_size * kernel_size / count.to(grad_output.dtype))).flatten(2)
-    weight_matrix = weight.reshape(weight.shape[0], -1)
-    grad_input = grad_weight = None
-    if need_input:
-        grad_columns = _masked_columns_t(weight_matrix.t() @ grad_scaled, same, kernel_size)
-        grad_input = F.fold(grad_columns, input.shape[2:], kernel_size, padding=kernel_size // 2)
-    if need_weight:
-        columns = _masked_columns(input, same, kernel_size)
-        grad_weight = (grad_scaled @ columns.transpose(1, 2)).sum(0).view_as(weight)
-    return grad_input, grad_weight
-
-
-def _masked_columns_t(columns: Tensor, same: Tensor, kernel_size: int) -> Tensor:
-    """columns (Tensor[N, C*k*k, H*W]) times the masks, in place."""
-    n = columns.shape[0]
-    view = columns.view(n, -1, kernel_size * kernel_size, columns.shape[-1])
-    view.mul_(same.flatten(2).unsqueeze(1))
-    return columns
-
-
-# --- dense convolution + exact corrections at the irregular pixels (large maps) -------------
-
-
-def _sparse_forward(input, image_windows, weight, bias) -> Tensor:
-    kernel_size = weight.shape[-1]
-    out_channels, in_channels = weight.shape[:2]
-    output = F.conv2d(input, weight, bias, padding=kernel_size // 2)
-    weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
-    for b, windows in enumerate(image_windows):
-        if len(windows.pixels) == 0:
-            continue
-        output_b, input_b = output[b].view(out_channels, -1), input[b].reshape(in_channels, -1)
-        # Remove from the dense sums what the masked-out positions added, tap by tap (at a
-        # boundary pixel only a few of the k*k positions are masked out), then rescale.
-        exact = output_b.index_select(1, windows.pixels)
-        exact = exact - _excluded_sums(windows, input_b, weight_taps, exact.dtype)
-        if bias is not None:
-            exact = exact - bias.to(exact.dtype)[:, None]
-        exact = exact * windows.scale(exact.dtype)
-        if bias is not None:
-            exact = exact + bias.to(exact.dtype)[:, None]
-        output_b.index_copy_(1, windows.pixels, exact)
-    return output
-
-
-def _sparse_backward(grad_output, input, plan, weight, need_input, need_weight):
-    kernel_size = weight.shape[-1]
-    radius = kernel_size // 2
-    out_channels, in_channels = weight.shape[:2]
-    image_windows = plan.windows
-    # Output pixel p received k²/sum(M_p) times its masked sum: scale its gradient likewise.
-    grad_scaled = grad_output.contiguous(memory_format=torch.contiguous_format).clone()
-    for b, windows in enumerate(image_windows):
-        grad_b = grad_scaled[b].view(out_channels, -1)
-        grad_b.index_copy_(1, windows.pixels, grad_b.index_select(1, windows.pixels) * windows.scale(grad_b.dtype))
-    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_scaled, input, weight, None, [1, 1], [radius, radius], [1, 1], False, [0, 0], 1,
-        [need_input, need_weight, False],
-    )
-    weight_taps = weight.flatten(2).permute(2, 0, 1)  # (k*k, O, C)
-    flipped_taps = weight_taps.flip(0).transpose(1, 2)  # (k*k, C, O): the transposed conv's taps
-    weight_corrections = torch.zeros_like(weight_taps)
-    for b, windows in enumerate(image_windows):
-        if len(windows.pixels) == 0:
-            continue
-        grad_b = grad_scaled[b].view(out_channels, -1)
-        # The window relation is symmetric (q in the window of p iff p in the window of q, and
-        # M_p(q) = M_q(p)): the excluded pairs of the forward pass carry every correction.
-        if need_input:
-            # Pixel q received from p = q + d_t through tap -d_t, i.e. the flipped taps.
-            grad_input_b = grad_input[b].view(in_channels, -1)
-            excluded = _excluded_sums(windows, grad_b, flipped_taps, grad_input_b.dtype)
-            grad_input_b.index_copy_(1, windows.pixels, grad_input_b.index_select(1, windows.pixels) - excluded)
-        if need_weight:
-            input_b = input[b].reshape(in_channels, -1)
-            for t, rows in windows.excluded():
-                neighbours = input_b.index_select(1, windows.neighbours[rows, t])
-                weight_corrections[t] += grad_b.index_select(1, windows.pixels[rows]) @ neighbours.t()
-    if need_weight:
-        grad_weight = grad_weight - weight_corrections.permute(1, 2, 0).reshape_as(grad_weight)
-    return grad_input, grad_weight
+def _cast(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Input, weight and bias in one dtype: autocast's, or the input's (which the weight must have)."""
+    dtype = compute_dtype(input)
+    if dtype != input.dtype or compute_dtype(weight) != weight.dtype:
+        return input.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+    if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
+        bias_dtype = "" if bias is None else f" and bias {str(bias.dtype).replace('torch.', '')}"
+        raise ValueError(
+            f"input is {str(input.dtype).replace('torch.', '')} but weight is "
+            f"{str(weight.dtype).replace('torch.', '')}{bias_dtype}: pass one dtype, or run under torch.autocast"
+        )
+    return input, weight, bias
 
 
 def panoptic_conv2d(
@@ -406,6 +89,9 @@ def panoptic_conv2d(
     weight: Tensor,
     bias: Tensor | None = None,
     padding: int | None = None,
+    *,
+    plan: ConvPlan | None = None,
+    backend: Backend = "auto",
 ) -> Tensor:
     """Panoptic-aware partial convolution (paper eq. 1-2), stride 1, same padding.
 
@@ -414,14 +100,20 @@ def panoptic_conv2d(
     masked out), then the bias is added. A 1x1 kernel equals a plain convolution.
 
     Args:
-        input (Tensor[N, C, H, W]): features (float32/float64; half precision under CUDA autocast).
+        input (Tensor[N, C, H, W]): features, float32/float64/bfloat16/float16, contiguous or
+            channels_last; under ``torch.autocast`` the op computes in autocast's dtype.
         panoptic (Tensor[N, H, W]): integer ids (any int64 values, not necessarily contiguous).
-        weight (Tensor[O, C, k, k]): filter with an odd kernel size k.
+        weight (Tensor[O, C, k, k]): filter with an odd kernel size k, of the input's dtype.
         bias (Tensor[O], optional): added after the rescaling.
         padding: must be ``k // 2`` (the default) when given.
+        plan: :func:`conv_plan` of ``panoptic`` and k, shared by every layer fed this map
+            (the PyTorch engine builds one per call without it; the Triton engine needs none).
+        backend: ``"auto"`` (the Triton kernels for CUDA tensors once verified there, else
+            the PyTorch engine; see :mod:`pansynth.ops.backend`), ``"triton"`` or ``"torch"``.
 
     Returns:
-        Tensor[N, O, H, W]
+        Tensor[N, O, H, W] in the computing dtype; in the input's memory format on the
+        PyTorch engine, channels_last on the Triton engine.
 
     Example:
         >>> x = torch.randn(1, 4, 8, 8)
@@ -430,9 +122,23 @@ def panoptic_conv2d(
         torch.Size([1, 6, 8, 8])
     """
     _check_conv_args(input, panoptic, weight, bias, padding)
+    engine = select_backend(backend, input)
+    if plan is not None:
+        plan.check(panoptic.shape, weight.shape[-1], input.device)
+    input, weight, bias = _cast(input, weight, bias)
     if weight.shape[-1] == 1:
         return F.conv2d(input, weight, bias)
-    return _PanopticConv2dFunction.apply(input, panoptic, weight, bias)
+    if engine == "triton":
+        return _triton_ops.conv2d(input, panoptic, weight, bias)
+    return _torch_engine.conv2d(input, panoptic, weight, bias, plan)
+
+
+def _check_labels_range(labels: Tensor, num_labels: int) -> None:
+    # A data-dependent check: run in eager mode, left out of compiled graphs.
+    if torch.compiler.is_compiling() or labels.numel() == 0:
+        return
+    if int(labels.min()) < 0 or int(labels.max()) >= num_labels:
+        raise ValueError(f"labels must lie in [0, {num_labels - 1}] for a weight with {num_labels} input channels")
 
 
 def panoptic_conv2d_labels(
@@ -444,10 +150,11 @@ def panoptic_conv2d_labels(
 ) -> Tensor:
     """Panoptic-aware convolution of a one-hot map, computed as an embedding lookup.
 
-    Equals ``panoptic_conv2d(one_hot(labels), panoptic, weight, bias)`` exactly, but costs
-    k*k*O per pixel instead of k*k*K*O: with a one-hot input, W^T (X ⊙ M) is a sum of
+    Equals ``panoptic_conv2d(one_hot(labels), panoptic, weight, bias)`` exactly (eq. 1-2), but
+    costs k*k*O per pixel instead of k*k*K*O: with a one-hot input, W^T (X ⊙ M) is a sum of
     the weight columns of the classes seen in the window. With ``positions`` it is
     computed only at those pixels (the hole-filling layer needs it at unmatched pixels only).
+    Runs on the PyTorch engine on every device.
 
     Args:
         labels (Tensor[N, H, W]): channel indices in ``[0, K)`` (see ``semantic_to_index``).
@@ -458,6 +165,11 @@ def panoptic_conv2d_labels(
 
     Returns:
         Tensor[N, O, H, W], or Tensor[n, O] when ``positions`` is given.
+
+    Example:
+        >>> labels = torch.randint(0, 5, (1, 6, 6))
+        >>> panoptic_conv2d_labels(labels, labels * 10, torch.randn(8, 5, 3, 3)).shape
+        torch.Size([1, 8, 6, 6])
     """
     check_map(labels, "labels")
     check_map(panoptic, "panoptic")
@@ -467,8 +179,7 @@ def panoptic_conv2d_labels(
     if kernel_size != kernel_w or kernel_size % 2 == 0:
         raise ValueError(f"the kernel must be square with an odd size, got {kernel_size}x{kernel_w}")
     labels = labels.long()
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
-        raise ValueError(f"labels must lie in [0, {num_labels - 1}] for a weight with {num_labels} input channels")
+    _check_labels_range(labels, num_labels)
     radius = kernel_size // 2
     n, height, width = labels.shape
     dense = positions is None
@@ -485,7 +196,7 @@ def panoptic_conv2d_labels(
         if len(rows) == 0:
             continue
         pixels = positions[rows, 1] * width + positions[rows, 2]
-        windows = _SparseWindows(panoptic[b], pixels, radius)
+        windows = SparseWindows(panoptic[b], pixels, radius)
         window_labels = labels[b].reshape(-1)[windows.neighbours]  # (n_b, k*k)
         columns = taps[tap_index, window_labels]  # (n_b, k*k, O)
         values = (columns * windows.same.unsqueeze(-1).to(columns.dtype)).sum(1)
@@ -508,6 +219,7 @@ class PanopticConv2d(nn.Module):
         out_channels: O.
         kernel_size: odd k (3 in the generator).
         bias: learn an additive bias.
+        backend: engine of :func:`panoptic_conv2d` (``"auto"``, ``"triton"`` or ``"torch"``).
 
     Example:
         >>> conv = PanopticConv2d(4, 8, 3)
@@ -515,13 +227,18 @@ class PanopticConv2d(nn.Module):
         torch.Size([2, 8, 16, 16])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True, backend: Backend = "auto"
+    ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
+        self.backend = backend
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
@@ -540,9 +257,14 @@ class PanopticConv2d(nn.Module):
         stride = map_stride(panoptic.shape[-2:], size, "panoptic map")
         return panoptic[..., :: stride[0], :: stride[1]]
 
-    def forward(self, input: Tensor, panoptic: Tensor) -> Tensor:
-        """input (Tensor[N, C, H, W]), panoptic (Tensor[N, sH, sW]) -> Tensor[N, O, H, W]."""
-        return panoptic_conv2d(input, self._panoptic_at(panoptic, input.shape[-2:]), self.weight, self.bias)
+    def forward(self, input: Tensor, panoptic: Tensor, plan: ConvPlan | None = None) -> Tensor:
+        """input (Tensor[N, C, H, W]), panoptic (Tensor[N, sH, sW]) -> Tensor[N, O, H, W].
+
+        ``plan`` is :func:`conv_plan` of the map at the input's resolution (``P[..., ::s, ::s]``)
+        for this kernel size, shared with the other layers fed that map.
+        """
+        panoptic = self._panoptic_at(panoptic, input.shape[-2:])
+        return panoptic_conv2d(input, panoptic, self.weight, self.bias, plan=plan, backend=self.backend)
 
     def forward_labels(
         self,
@@ -566,5 +288,5 @@ class PanopticConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}, backend={self.backend!r}"
         )

@@ -18,15 +18,14 @@ zero here and ``matched = 0``, and the generator fills them from the semantic ma
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from pansynth.ops import _torch_engine, _triton_ops
+from pansynth.ops._torch_engine import CANDIDATES, HOLE
+from pansynth.ops.backend import Backend, select_backend
 from pansynth.ops.maps import check_map
 
 __all__ = ["panoptic_upsample", "upsample_choices", "upsample_sources", "CANDIDATES"]
-
-# Candidate offsets (row, column) in the order of Algorithm 1's four loops.
-CANDIDATES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
 def _check_pair(panoptic_low: Tensor, panoptic_high: Tensor) -> None:
@@ -52,18 +51,7 @@ def upsample_choices(panoptic_low: Tensor, panoptic_high: Tensor) -> Tensor:
         id equals the pixel's id, or 4 where none does (a hole). 0 is nearest neighbour.
     """
     _check_pair(panoptic_low, panoptic_high)
-    n, low_h, low_w = panoptic_low.shape
-    # Work on 2x2 blocks: block (r, c) of the high map holds the pixels whose candidates
-    # are low[r + dr, c + dc]; all comparisons are on strided views, without copies.
-    blocks = panoptic_high.view(n, low_h, 2, low_w, 2)
-    choice = torch.full(blocks.shape, len(CANDIDATES), dtype=torch.uint8, device=panoptic_low.device)
-    # Later candidates are written first so that earlier ones take precedence.
-    for k in reversed(range(len(CANDIDATES))):
-        d_row, d_col = CANDIDATES[k]
-        candidate = panoptic_low[:, d_row:, d_col:, None, None].transpose(2, 3)  # (N, h', 1, w', 1)
-        region = (slice(None), slice(0, low_h - d_row), slice(None), slice(0, low_w - d_col), slice(None))
-        choice[region].masked_fill_(blocks[region] == candidate, k)
-    return choice.view(n, 2 * low_h, 2 * low_w)
+    return _torch_engine.upsample_choices(panoptic_low, panoptic_high)
 
 
 def upsample_sources(panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,24 +67,30 @@ def upsample_sources(panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tenso
         ``matched`` (Tensor[N, 2h, 2w] bool).
     """
     choice = upsample_choices(panoptic_low, panoptic_high)
-    low_w = panoptic_low.shape[-1]
-    matched = choice < len(CANDIDATES)
+    low_h, low_w = panoptic_low.shape[-2:]
+    matched = choice < HOLE
     offsets = torch.tensor([d_row * low_w + d_col for d_row, d_col in CANDIDATES] + [0], device=choice.device)
-    source = _nearest_sources(*panoptic_low.shape[-2:], choice.device) + offsets[choice.long()]
-    return source, matched
+    rows = torch.arange(2 * low_h, device=choice.device) // 2
+    cols = torch.arange(2 * low_w, device=choice.device) // 2
+    nearest = rows[:, None] * low_w + cols[None, :]
+    return nearest + offsets[choice.long()], matched
 
 
-def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
+def panoptic_upsample(
+    features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor, *, backend: Backend = "auto"
+) -> tuple[Tensor, Tensor]:
     """Panoptic-aware 2x upsampling: Algorithm 1 of the paper (alignment correction).
 
     Args:
-        features (Tensor[N, C, h, w]): low-resolution features.
+        features (Tensor[N, C, h, w]): low-resolution features (contiguous or channels_last).
         panoptic_low (Tensor[N, h, w]): integer ids at the features' resolution.
         panoptic_high (Tensor[N, 2h, 2w]): integer ids at the output resolution.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (see :mod:`pansynth.ops.backend`).
 
     Returns:
-        ``(upsampled, matched)``: upsampled (Tensor[N, C, 2h, 2w]) holds the feature of the
-        first candidate with the pixel's id, 0 where none; matched (Tensor[N, 1, 2h, 2w])
+        ``(upsampled, matched)``: upsampled (Tensor[N, C, 2h, 2w], in the features' memory
+        format on the PyTorch engine, channels_last on the Triton engine) holds the feature of
+        the first candidate with the pixel's id, 0 where none; matched (Tensor[N, 1, 2h, 2w])
         is 1 where a candidate matched, in the features' dtype.
 
     Example:
@@ -115,30 +109,13 @@ def panoptic_upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Ten
             f"panoptic_low must be (N, h, w) = {(n, low_h, low_w)} to match the features, "
             f"got {tuple(panoptic_low.shape)}"
         )
-    choice = upsample_choices(panoptic_low, panoptic_high)
-    # Nearest neighbour is right wherever the first candidate matched; only the other
-    # pixels (misaligned or holes, a small share) are gathered or zeroed.
-    upsampled = F.interpolate(features, scale_factor=2, mode="nearest")
-    # The offset of each candidate; holes read the nearest source and are zeroed.
-    offsets = torch.tensor([d_row * low_w + d_col for d_row, d_col in CANDIDATES] + [0], device=features.device)
-    for b in range(n):
-        choice_b = choice[b].reshape(-1)
-        pixels = (choice_b != 0).nonzero().squeeze(1)
-        if len(pixels) == 0:
-            continue
-        chosen = choice_b[pixels].long()
-        hole = chosen == len(CANDIDATES)
-        nearest = (pixels // (4 * low_w)) * low_w + (pixels % (2 * low_w)) // 2  # r * w + c
-        source = nearest + offsets[chosen]
-        values = features[b].reshape(channels, -1).index_select(1, source)
-        values = values.masked_fill(hole, 0)
-        upsampled[b].view(channels, -1).index_copy_(1, pixels, values)
-    matched = (choice < len(CANDIDATES)).unsqueeze(1).to(features.dtype)
+    _check_pair(panoptic_low, panoptic_high)
+    for name, label_map in (("panoptic_low", panoptic_low), ("panoptic_high", panoptic_high)):
+        if label_map.device != features.device:
+            raise ValueError(f"{name} is on {label_map.device} but the features are on {features.device}")
+    if select_backend(backend, features) == "triton":
+        upsampled, choice = _triton_ops.upsample(features, panoptic_low, panoptic_high)
+    else:
+        upsampled, choice = _torch_engine.upsample(features, panoptic_low, panoptic_high)
+    matched = (choice < HOLE).unsqueeze(1).to(features.dtype)
     return upsampled, matched
-
-
-def _nearest_sources(low_h: int, low_w: int, device: torch.device) -> Tensor:
-    """Flat low-resolution index r * w + c that nearest upsampling copies to each pixel."""
-    rows = torch.arange(2 * low_h, device=device) // 2
-    cols = torch.arange(2 * low_w, device=device) // 2
-    return rows[:, None] * low_w + cols[None, :]

@@ -41,6 +41,7 @@ from pansynth.choices import (
     UPSAMPLING_LAYERS,
     VGG_INPUTS,
 )
+from pansynth.ops.backend import BACKENDS
 
 # Keys that may differ between the configuration stored in a run directory and the one
 # given when the run is resumed: they change how long the run goes, how often it reports,
@@ -53,6 +54,7 @@ RESUME_HARMLESS_KEYS = (
     "checkpoint_every",
     "keep_checkpoints",
     "device",
+    "model.backend",
     "data.root",
     "data.num_workers",
     "data.skip_bad",
@@ -91,6 +93,7 @@ class ModelConfig:
     spectral: bool = True  # spectral norm on the residual blocks' convolutions
     spade_hidden: int = 128  # width of the SPADE layers' hidden convolution
     init: str = "spade"  # spade (xavier normal, gain 0.02) | default (PyTorch's)
+    backend: str = "auto"  # engine of the panoptic layers: auto | triton | torch (same numbers)
 
 
 @dataclass
@@ -153,6 +156,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "model.num_upsampling_layers": UPSAMPLING_LAYERS,
     "model.norm": NORM_KINDS,
     "model.init": INIT_KINDS,
+    "model.backend": BACKENDS,
     "discriminator.init": INIT_KINDS,
     "loss.vgg_input": VGG_INPUTS,
     "precision": PRECISIONS,

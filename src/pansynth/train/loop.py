@@ -243,6 +243,7 @@ class Trainer:
                 spectral=model.spectral,
                 spade_hidden=model.spade_hidden,
                 init=model.init,
+                backend=model.backend,
             )
         except ValueError as error:
             raise ValueError(f"training images are {self.image_size[0]}x{self.image_size[1]}: {error}") from None

@@ -1,0 +1,443 @@
+"""The Triton kernels (imported on the first launch, see ``_launch.py``).
+
+``@triton.jit`` decides when a kernel is *defined* whether it runs compiled (CUDA) or in
+the interpreter (``TRITON_INTERPRET=1``, CPU tensors): this module is therefore imported
+lazily by the launchers, so that the environment seen by the first launch decides, not
+the import order of the library. ``INTERPRET`` records the choice.
+
+Index arithmetic on pixels and memory offsets is int64 (8 x 1024 x 256 x 512 elements
+exceed 2^31); ids are compared as int64; every dot accumulates in fp32.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+_knobs = getattr(triton, "knobs", None)
+INTERPRET = bool(_knobs.runtime.interpret) if _knobs is not None else os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# --- panoptic partial convolution: forward (eq. 2) and input gradient -------------------------
+
+
+@triton.jit
+def panoptic_conv_kernel(
+    x_ptr,  # (N, H, W, C) view: any strides
+    ids_ptr,  # (N, H, W) int64: any strides
+    w_ptr,  # (k*k*C, O) contiguous: row t*C + c, tap t in kernel row-major order
+    bias_ptr,  # (O,) float32 (read when HAS_BIAS)
+    row_scale_ptr,  # (N*H*W,) float32 (read when SCALE_INPUT)
+    out_ptr,  # (N*H*W, O) contiguous
+    scale_out_ptr,  # (N*H*W,) float32 (written when FORWARD)
+    H,
+    W,
+    C,
+    O,
+    M,  # N*H*W
+    stride_xn,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_in,
+    stride_ih,
+    stride_iw,
+    KSIZE: tl.constexpr,
+    FORWARD: tl.constexpr,  # rescale by k²/sum(M), add the bias, store the scale
+    HAS_BIAS: tl.constexpr,
+    SCALE_INPUT: tl.constexpr,  # multiply each loaded row by row_scale (input gradient: g * s)
+    UPCAST: tl.constexpr,  # bf16 -> fp32 before tl.dot (the interpreter's bf16 dot is wrong)
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """out[p] = sum_t M_t(p) x[p + d_t] @ w_t, an implicit GEMM whose A tile is masked on load.
+
+    Forward: x = input, w = W arranged (k*k*C, O); epilogue * k²/sum(M) + b (eq. 2).
+    Input gradient: x = grad_output (scaled by s on load), w = the flipped, transposed
+    kernel; M is symmetric, so the same masked gather computes sum_t M_t(q - d_t) W_t^T g~[q - d_t].
+    """
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(O, BLOCK_N)
+    # Grouped ordering (Triton matmul tutorial): programs that run together share input rows in L2.
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    row_valid = rm < M
+    col_valid = rn < O
+    hw = H * W
+    n = rm // hw
+    rest = rm % hw
+    y = rest // W
+    x = rest % W
+    centre = tl.load(ids_ptr + n * stride_in + y * stride_ih + x * stride_iw, mask=row_valid, other=0)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    count = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for t in tl.static_range(KSIZE * KSIZE):
+        yy = y + (t // KSIZE - KSIZE // 2)
+        xx = x + (t % KSIZE - KSIZE // 2)
+        inside = row_valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        # The mask M_t (eq. 1), built once per tap from the neighbours' ids, then applied to
+        # every channel block on load: masked rows are neither read nor accumulated.
+        neighbour = tl.load(ids_ptr + n * stride_in + yy * stride_ih + xx * stride_iw, mask=inside, other=0)
+        same = inside & (neighbour == centre)
+        count += same.to(tl.float32)
+        x_rows = n * stride_xn + yy * stride_xh + xx * stride_xw
+        if SCALE_INPUT:
+            row_scale = tl.load(row_scale_ptr + n * hw + yy * W + xx, mask=same, other=0.0)
+        for k0 in range(0, C, BLOCK_K):
+            ck = k0 + rk
+            ck_valid = ck < C
+            a = tl.load(
+                x_ptr + x_rows[:, None] + ck[None, :] * stride_xc,
+                mask=same[:, None] & ck_valid[None, :],
+                other=0.0,
+            )
+            if SCALE_INPUT:
+                a = (a.to(tl.float32) * row_scale[:, None]).to(x_ptr.dtype.element_ty)
+            b = tl.load(
+                w_ptr + (t * C + ck)[:, None] * O + rn[None, :],
+                mask=ck_valid[:, None] & col_valid[None, :],
+                other=0.0,
+            )
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    if FORWARD:
+        scale = (KSIZE * KSIZE) / tl.where(row_valid, count, 1.0)
+        acc = acc * scale[:, None]
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=col_valid, other=0.0)[None, :]
+        tl.store(scale_out_ptr + rm, scale, mask=row_valid & (pid_n == 0))
+    tl.store(
+        out_ptr + rm[:, None] * O + rn[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=row_valid[:, None] & col_valid[None, :],
+    )
+
+
+# --- panoptic partial convolution: weight gradient --------------------------------------------
+
+
+@triton.jit
+def panoptic_conv_weight_grad_kernel(
+    g_ptr,  # grad_output as (N, H, W, O) view: any strides
+    row_scale_ptr,  # (N*H*W,) float32: s = k²/sum(M)
+    x_ptr,  # input as (N, H, W, C) view: any strides
+    ids_ptr,  # (N, H, W) int64: any strides
+    partial_ptr,  # (SPLITS, k*k, O, C) float32
+    H,
+    W,
+    C,
+    O,
+    M,
+    PIXELS_PER_SPLIT,
+    stride_gn,
+    stride_gh,
+    stride_gw,
+    stride_go,
+    stride_xn,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_in,
+    stride_ih,
+    stride_iw,
+    KSIZE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """partial[s, t] = sum over the pixels p of split s of M_t(p) g~[p] x[p + d_t]^T."""
+    t = tl.program_id(0)  # fastest: the taps of one pixel range run together and share it in L2
+    pid_oc = tl.program_id(1)
+    split = tl.program_id(2)
+    num_c = tl.cdiv(C, BLOCK_C)
+    ro = (pid_oc // num_c) * BLOCK_O + tl.arange(0, BLOCK_O)
+    rc = (pid_oc % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ro_valid = ro < O
+    rc_valid = rc < C
+    dy = t // KSIZE - KSIZE // 2
+    dx = t % KSIZE - KSIZE // 2
+    hw = H * W
+    start = split.to(tl.int64) * PIXELS_PER_SPLIT
+
+    acc = tl.zeros((BLOCK_O, BLOCK_C), dtype=tl.float32)
+    for p0 in range(0, PIXELS_PER_SPLIT, BLOCK_P):
+        offsets = p0 + tl.arange(0, BLOCK_P)
+        rp = start + offsets
+        valid = (rp < M) & (offsets < PIXELS_PER_SPLIT)
+        n = rp // hw
+        rest = rp % hw
+        y = rest // W
+        x = rest % W
+        yy = y + dy
+        xx = x + dx
+        inside = valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        centre = tl.load(ids_ptr + n * stride_in + y * stride_ih + x * stride_iw, mask=valid, other=0)
+        neighbour = tl.load(ids_ptr + n * stride_in + yy * stride_ih + xx * stride_iw, mask=inside, other=0)
+        same = inside & (neighbour == centre)
+        row_scale = tl.load(row_scale_ptr + rp, mask=same, other=0.0)
+        g = tl.load(
+            g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + ro[None, :] * stride_go,
+            mask=same[:, None] & ro_valid[None, :],
+            other=0.0,
+        )
+        g = (g.to(tl.float32) * row_scale[:, None]).to(g_ptr.dtype.element_ty)
+        a = tl.load(
+            x_ptr + (n * stride_xn + yy * stride_xh + xx * stride_xw)[:, None] + rc[None, :] * stride_xc,
+            mask=same[:, None] & rc_valid[None, :],
+            other=0.0,
+        )
+        if UPCAST:
+            g = g.to(tl.float32)
+            a = a.to(tl.float32)
+        acc = tl.dot(tl.trans(g), a, acc, input_precision=DOT_PRECISION)
+
+    base = (split.to(tl.int64) * (KSIZE * KSIZE) + t) * O
+    tl.store(
+        partial_ptr + (base + ro)[:, None] * C + rc[None, :],
+        acc,
+        mask=ro_valid[:, None] & rc_valid[None, :],
+    )
+
+
+# --- panoptic upsampling (Algorithm 1) ----------------------------------------------------------
+
+
+@triton.jit
+def panoptic_upsample_kernel(
+    f_ptr,  # features as (N, h, w, C) view: any strides
+    low_ptr,  # (N, h, w) int64: any strides
+    high_ptr,  # (N, 2h, 2w) int64: any strides
+    out_ptr,  # (N*2h*2w, C) contiguous
+    choice_ptr,  # (N*2h*2w,) uint8
+    h,
+    w,
+    C,
+    M,  # N*2h*2w
+    stride_fn,
+    stride_fh,
+    stride_fw,
+    stride_fc,
+    stride_ln,
+    stride_lh,
+    stride_lw,
+    stride_hn,
+    stride_hh,
+    stride_hw,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """The choice among the four candidates, the gather of its features and the zeros at holes."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rp = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = rp < M
+    rc_valid = rc < C
+    high_w = 2 * w
+    high_hw = 4 * h * w
+    n = rp // high_hw
+    rest = rp % high_hw
+    y = rest // high_w
+    x = rest % high_w
+    r = y // 2
+    c = x // 2
+    pixel_id = tl.load(high_ptr + n * stride_hn + y * stride_hh + x * stride_hw, mask=valid, other=0)
+    choice = tl.full((BLOCK_P,), 4, dtype=tl.int32)
+    # Candidates (r, c), (r, c+1), (r+1, c), (r+1, c+1) visited last to first: the first match wins.
+    for i in tl.static_range(4):
+        k = 3 - i
+        rr = r + k // 2
+        cc = c + k % 2
+        inside = valid & (rr < h) & (cc < w)
+        low_id = tl.load(low_ptr + n * stride_ln + rr * stride_lh + cc * stride_lw, mask=inside, other=0)
+        choice = tl.where(inside & (low_id == pixel_id), k, choice)
+    matched = valid & (choice < 4)
+    rr = r + choice // 2
+    cc = c + choice % 2
+    values = tl.load(
+        f_ptr + (n * stride_fn + rr * stride_fh + cc * stride_fw)[:, None] + rc[None, :] * stride_fc,
+        mask=matched[:, None] & rc_valid[None, :],
+        other=0.0,
+    )
+    tl.store(out_ptr + rp[:, None] * C + rc[None, :], values, mask=valid[:, None] & rc_valid[None, :])
+    tl.store(choice_ptr + rp, choice.to(tl.uint8), mask=valid & (pid_c == 0))
+
+
+@triton.jit
+def panoptic_upsample_backward_kernel(
+    g_ptr,  # grad_upsampled as (N, 2h, 2w, C) view: any strides
+    choice_ptr,  # (N*2h*2w,) uint8 contiguous
+    out_ptr,  # (N*h*w, C) contiguous
+    h,
+    w,
+    C,
+    M,  # N*h*w
+    stride_gn,
+    stride_gh,
+    stride_gw,
+    stride_gc,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """grad[r, c] = sum of grad_up over the high pixels that chose (r, c): a deterministic gather.
+
+    Candidate k = (dr, dc) of the 2x2 block (r - dr, c - dc) is (r, c): 4 blocks x 4 pixels.
+    """
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rp = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = rp < M
+    rc_valid = rc < C
+    low_hw = h * w
+    n = rp // low_hw
+    rest = rp % low_hw
+    r = rest // w
+    c = rest % w
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for k in tl.static_range(4):
+        block_r = r - k // 2
+        block_c = c - k % 2
+        block_valid = valid & (block_r >= 0) & (block_c >= 0)
+        for q in tl.static_range(4):
+            y = 2 * block_r + q // 2
+            x = 2 * block_c + q % 2
+            chosen = tl.load(choice_ptr + (n * (4 * low_hw) + y * (2 * w) + x), mask=block_valid, other=255)
+            takes = block_valid & (chosen.to(tl.int32) == k)
+            acc += tl.load(
+                g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + rc[None, :] * stride_gc,
+                mask=takes[:, None] & rc_valid[None, :],
+                other=0.0,
+            ).to(tl.float32)
+    tl.store(
+        out_ptr + rp[:, None] * C + rc[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=valid[:, None] & rc_valid[None, :],
+    )
+
+
+# --- launch configurations ----------------------------------------------------------------------
+
+
+def _next_power_of_2(value: int) -> int:
+    return 1 << max(0, int(value) - 1).bit_length()
+
+
+def _prune(limits: dict[str, tuple[str, int]]):
+    """Drop the configurations whose blocks exceed the padded problem size (BLOCK_N = 128 for
+    O = 16 only adds masked work); keep the smallest one if nothing is left."""
+
+    def prune(configs, named_args, **kwargs):
+        def fits(config):
+            return all(
+                config.kwargs[block] <= max(floor, _next_power_of_2(named_args[dim]))
+                for block, (dim, floor) in limits.items()
+            )
+
+        kept = [config for config in configs if fits(config)]
+        if kept:
+            return kept
+        return [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
+
+    return prune
+
+
+def _configs(names: tuple[str, ...], rows, **fixed) -> list[triton.Config]:
+    return [
+        triton.Config({**dict(zip(names, row[: len(names)])), **fixed}, num_warps=row[-2], num_stages=row[-1])
+        for row in rows
+    ]
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+CONV_CONFIGS = _configs(
+    ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
+    [
+        (128, 128, 32, 8, 3),
+        (128, 128, 64, 8, 3),
+        (128, 64, 32, 4, 4),
+        (128, 64, 64, 8, 3),
+        (64, 128, 32, 4, 4),
+        (64, 64, 32, 4, 4),
+        (64, 64, 64, 4, 3),
+        (64, 32, 32, 4, 3),
+        (64, 32, 16, 4, 2),
+        (128, 32, 16, 4, 2),
+    ],
+    GROUP_M=8,
+)
+# (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages); BLOCK_P is the reduction dimension.
+WEIGHT_GRAD_CONFIGS = _configs(
+    ("BLOCK_P", "BLOCK_O", "BLOCK_C"),
+    [
+        (64, 64, 64, 4, 3),
+        (128, 64, 64, 8, 3),
+        (64, 128, 64, 8, 3),
+        (64, 64, 128, 8, 3),
+        (128, 128, 64, 8, 2),
+        (64, 64, 32, 4, 4),
+        (64, 32, 32, 4, 4),
+        (128, 32, 32, 4, 3),
+        (32, 32, 16, 4, 3),
+    ],
+)
+# (BLOCK_P, BLOCK_C, num_warps, num_stages)
+UPSAMPLE_CONFIGS = _configs(
+    ("BLOCK_P", "BLOCK_C"),
+    [(32, 128, 4, 2), (64, 64, 4, 2), (64, 128, 8, 2), (128, 32, 4, 2), (128, 64, 8, 2), (256, 16, 4, 2)],
+)
+
+# Under the interpreter: one small fixed configuration each (no benchmarking, several programs
+# per test so that ragged blocks, grouped ordering and split reductions are exercised).
+INTERPRETER_CONFIGS = {
+    "conv": {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2},
+    "weight_grad": {"BLOCK_P": 16, "BLOCK_O": 16, "BLOCK_C": 16},
+    "upsample": {"BLOCK_P": 32, "BLOCK_C": 16},
+}
+
+if INTERPRET:
+    conv = panoptic_conv_kernel
+    conv_weight_grad = panoptic_conv_weight_grad_kernel
+    upsample = panoptic_upsample_kernel
+    upsample_backward = panoptic_upsample_backward_kernel
+else:
+    conv = triton.autotune(
+        CONV_CONFIGS,
+        key=["C", "O", "H", "W", "KSIZE", "FORWARD"],
+        prune_configs_by={"early_config_prune": _prune({"BLOCK_N": ("O", 32), "BLOCK_K": ("C", 16)})},
+    )(panoptic_conv_kernel)
+    conv_weight_grad = triton.autotune(
+        WEIGHT_GRAD_CONFIGS,
+        key=["C", "O", "H", "W", "KSIZE"],
+        prune_configs_by={"early_config_prune": _prune({"BLOCK_O": ("O", 32), "BLOCK_C": ("C", 16)})},
+    )(panoptic_conv_weight_grad_kernel)
+    upsample = triton.autotune(
+        UPSAMPLE_CONFIGS,
+        key=["C", "h", "w"],
+        prune_configs_by={"early_config_prune": _prune({"BLOCK_C": ("C", 16)})},
+    )(panoptic_upsample_kernel)
+    upsample_backward = triton.autotune(
+        UPSAMPLE_CONFIGS,
+        key=["C", "h", "w"],
+        prune_configs_by={"early_config_prune": _prune({"BLOCK_C": ("C", 16)})},
+    )(panoptic_upsample_backward_kernel)

@@ -1,0 +1,419 @@
+"""Launchers: check the arguments, lay the tensors out for the kernels, pick the grid.
+
+Imports only torch at module level; the kernels module (and with it the choice between
+compiled and interpreted kernels) is imported on the first launch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from contextlib import nullcontext
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+KERNEL_SIZES = (1, 3, 5)
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Number of upsampling candidates (Algorithm 1); the choice of a hole.
+NUM_CANDIDATES = 4
+
+_KERNELS_MODULE = "pansynth.ops._triton._kernels"
+
+
+# --- availability ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_importable() -> bool:
+    try:
+        importlib.import_module("triton")
+    except Exception:  # a missing or broken install: the kernels are unavailable, not the library
+        return False
+    return True
+
+
+def _interpreting() -> bool:
+    """Whether the kernels run (or will run, once built) in the Triton interpreter."""
+    kernels = sys.modules.get(_KERNELS_MODULE)
+    if kernels is not None:
+        return kernels.INTERPRET
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def is_available(device: torch.device) -> bool:
+    """Whether the kernels can run on ``device``: Triton is importable and the device is CUDA,
+    or CPU with ``TRITON_INTERPRET=1`` set before the first launch (the interpreter, for tests)."""
+    device = torch.device(device)
+    if not _triton_importable():
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and _interpreting()
+
+
+def _kernels() -> ModuleType:
+    return importlib.import_module(_KERNELS_MODULE)
+
+
+# --- argument checks -------------------------------------------------------------------------
+
+
+def _describe(value) -> str:
+    if isinstance(value, Tensor):
+        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return type(value).__name__
+
+
+def _check_features(tensor, name: str, layout: str) -> None:
+    if not isinstance(tensor, Tensor) or tensor.dim() != 4 or tensor.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must be a {layout} float32, bfloat16 or float16 tensor, got {_describe(tensor)}")
+    if tensor.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one channel, got {_describe(tensor)}")
+
+
+def _check_ids(tensor, name: str, shape: tuple[int, ...], against: str) -> None:
+    integer = isinstance(tensor, Tensor) and not tensor.is_floating_point() and not tensor.is_complex()
+    if not integer or tensor.dtype == torch.bool or tuple(tensor.shape) != shape:
+        raise ValueError(f"{name} must be {shape} integer ids to match {against}, got {_describe(tensor)}")
+
+
+def _check_kernel_size(kernel_size: int) -> None:
+    if kernel_size not in KERNEL_SIZES:
+        raise ValueError(f"kernel_size must be 1, 3 or 5 (odd, square), got {kernel_size}")
+
+
+def _check_weight(weight, in_channels: int, out_channels: int | None = None) -> int:
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or not weight.is_floating_point():
+        raise ValueError(f"weight must be a (O, C, k, k) floating-point tensor, got {_describe(weight)}")
+    out, inp, kernel_h, kernel_w = weight.shape
+    if kernel_h != kernel_w or kernel_h not in KERNEL_SIZES:
+        raise ValueError(f"weight must have a square kernel of size 1, 3 or 5, got {kernel_h}x{kernel_w}")
+    if inp != in_channels:
+        raise ValueError(f"weight expects {inp} input channels, got {in_channels}")
+    if out_channels is not None and out != out_channels:
+        raise ValueError(f"weight has {out} output channels but grad_output has {out_channels}")
+    if out == 0:
+        raise ValueError(f"weight must have at least one output channel, got {_describe(weight)}")
+    return kernel_h
+
+
+def _check_scale(scale, shape: tuple[int, ...]) -> None:
+    if not isinstance(scale, Tensor) or tuple(scale.shape) != shape or not scale.is_floating_point():
+        raise ValueError(f"scale must be {shape} floating-point (from conv2d_forward), got {_describe(scale)}")
+
+
+def _check_devices(reference: Tensor, reference_name: str, **others: Tensor | None) -> None:
+    for name, tensor in others.items():
+        if tensor is not None and tensor.device != reference.device:
+            raise ValueError(f"{name} is on {tensor.device} but {reference_name} is on {reference.device}")
+    if not is_available(reference.device):
+        raise ValueError(
+            "the Triton kernels run on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1 set before "
+            f"the first launch), got {reference_name} on {reference.device}"
+        )
+
+
+# --- layout helpers ---------------------------------------------------------------------------
+
+
+def _channels_inner(tensor: Tensor) -> Tensor:
+    """(N, C, H, W) with the channels contiguous (NHWC in memory): a channels_last tensor or a
+    view of one as is, any other layout copied once."""
+    if tensor.stride(1) == 1 or tensor.shape[1] == 1:
+        return tensor
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc_strides(tensor: Tensor) -> tuple[int, int, int, int]:
+    return tensor.stride(0), tensor.stride(2), tensor.stride(3), tensor.stride(1)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    # TF32 exactly when cuDNN would use it for an fp32 convolution.
+    if dtype == torch.float32 and device.type == "cuda" and torch.backends.cudnn.allow_tf32 and not _interpreting():
+        return "tf32"
+    return "ieee"
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    # The interpreter computes tl.dot of two bf16 tiles wrongly; fp32 operands give the exact result.
+    return dtype == torch.bfloat16 and _interpreting()
+
+
+def _launch(kernel_name: str, config_name: str, device: torch.device, grid, *args, **meta) -> None:
+    kernels = _kernels()
+    if kernels.INTERPRET:
+        # One fixed configuration: autotuning would time every configuration in Python.
+        meta.update(kernels.INTERPRETER_CONFIGS[config_name])
+    with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+        getattr(kernels, kernel_name)[grid](*args, **meta)
+
+
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+# --- partial convolution ------------------------------------------------------------------------
+
+
+def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Panoptic-aware partial convolution (eq. 1-2), stride 1, same padding, one fused kernel.
+
+    Args:
+        input (Tensor[N, C, H, W]): float32, bfloat16 or float16, any strides (channels_last is read in place).
+        panoptic (Tensor[N, H, W]): integer ids (compared as int64).
+        weight (Tensor[O, C, k, k]): k in 1, 3, 5; cast to the input dtype.
+        bias (Tensor[O], optional): added after the rescaling, in fp32.
+
+    Returns:
+        ``(output, scale)``: output (Tensor[N, O, H, W], channels_last, input dtype) is
+        ``(sum_t M_t W_t x[p + d_t]) * k²/sum(M) + b``; scale (Tensor[N, H, W] float32) is k²/sum(M),
+        which the backward launchers take.
+    """
+    _check_features(input, "input", "(N, C, H, W)")
+    n, channels, height, width = input.shape
+    _check_ids(panoptic, "panoptic", (n, height, width), "the input")
+    kernel_size = _check_weight(weight, channels)
+    out_channels = weight.shape[0]
+    if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (out_channels,)):
+        raise ValueError(f"bias must be ({out_channels},) to match the weight, got {_describe(bias)}")
+    _check_devices(input, "the input", panoptic=panoptic, weight=weight, bias=bias)
+    device, dtype = input.device, input.dtype
+    output = torch.empty((n, height, width, out_channels), dtype=dtype, device=device)
+    scale = torch.empty((n, height, width), dtype=torch.float32, device=device)
+    pixels = n * height * width
+    if pixels == 0:
+        return output.permute(0, 3, 1, 2), scale
+    x = _channels_inner(input)
+    ids = panoptic.to(torch.int64)
+    taps = kernel_size * kernel_size
+    # (k*k*C, O): row t*C + c holds W[:, c, t] -- the B operand of the implicit GEMM.
+    weight_rows = weight.to(dtype).permute(2, 3, 1, 0).reshape(taps * channels, out_channels).contiguous()
+    bias_values = bias.to(torch.float32).contiguous() if bias is not None else scale
+
+    def grid(meta):
+        return (_cdiv(pixels, meta["BLOCK_M"]) * _cdiv(out_channels, meta["BLOCK_N"]),)
+
+    _launch(
+        "conv", "conv", device, grid,
+        x, ids, weight_rows, bias_values, scale, output, scale,
+        height, width, channels, out_channels, pixels,
+        *_nhwc_strides(x), ids.stride(0), ids.stride(1), ids.stride(2),
+        KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None, SCALE_INPUT=False,
+        UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
+    )  # fmt: skip
+    return output.permute(0, 3, 1, 2), scale
+
+
+def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor) -> Tensor:
+    """Gradient of eq. 2 with respect to its input, one fused kernel.
+
+    ``grad_input[q] = sum_t M_t(q - d_t) W_t^T g~[q - d_t]`` with ``g~ = grad_output * scale``
+    (the scale is applied on load); as M is symmetric this is the masked convolution of g~ with
+    the flipped, transposed kernel.
+
+    Args:
+        grad_output (Tensor[N, O, H, W]): float32, bfloat16 or float16, any strides.
+        scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
+        panoptic (Tensor[N, H, W]): integer ids.
+        weight (Tensor[O, C, k, k]): cast to grad_output's dtype.
+
+    Returns:
+        Tensor[N, C, H, W] in grad_output's dtype, channels_last.
+    """
+    _check_features(grad_output, "grad_output", "(N, O, H, W)")
+    n, out_channels, height, width = grad_output.shape
+    if not isinstance(weight, Tensor) or weight.dim() != 4:
+        raise ValueError(f"weight must be a (O, C, k, k) floating-point tensor, got {_describe(weight)}")
+    in_channels = weight.shape[1]
+    if in_channels == 0:
+        raise ValueError(f"weight must have at least one input channel, got {_describe(weight)}")
+    kernel_size = _check_weight(weight, in_channels, out_channels)
+    _check_ids(panoptic, "panoptic", (n, height, width), "grad_output")
+    _check_scale(scale, (n, height, width))
+    _check_devices(grad_output, "grad_output", panoptic=panoptic, weight=weight, scale=scale)
+    device, dtype = grad_output.device, grad_output.dtype
+    grad_input = torch.empty((n, height, width, in_channels), dtype=dtype, device=device)
+    pixels = n * height * width
+    if pixels == 0:
+        return grad_input.permute(0, 3, 1, 2)
+    g = _channels_inner(grad_output)
+    ids = panoptic.to(torch.int64)
+    row_scale = scale.to(torch.float32).contiguous()
+    taps = kernel_size * kernel_size
+    # (k*k*O, C): row t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
+    weight_rows = weight.to(dtype).flip(2, 3).permute(2, 3, 0, 1).reshape(taps * out_channels, in_channels)
+    weight_rows = weight_rows.contiguous()
+
+    def grid(meta):
+        return (_cdiv(pixels, meta["BLOCK_M"]) * _cdiv(in_channels, meta["BLOCK_N"]),)
+
+    _launch(
+        "conv", "conv", device, grid,
+        g, ids, weight_rows, row_scale, row_scale, grad_input, row_scale,
+        height, width, out_channels, in_channels, pixels,
+        *_nhwc_strides(g), ids.stride(0), ids.stride(1), ids.stride(2),
+        KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False, SCALE_INPUT=True,
+        UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
+    )  # fmt: skip
+    return grad_input.permute(0, 3, 1, 2)
+
+
+def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[int, int]:
+    """(splits, pixels per split) of the pixel reduction: enough programs to fill the GPU
+    (about 4 per multiprocessor) when taps x O-blocks x C-blocks alone do not."""
+    if _interpreting():
+        splits, align = max(1, min(3, pixels // 32)), 16  # several splits, to be tested
+    else:
+        target = 4 * _multiprocessors(device)
+        splits, align = max(1, min(_cdiv(target, tiles), pixels // 512)), 128  # 128: the largest BLOCK_P
+    per_split = _cdiv(_cdiv(pixels, splits), align) * align
+    return _cdiv(pixels, per_split), per_split
+
+
+def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int) -> Tensor:
+    """Gradient of eq. 2 with respect to the weight: ``grad_W_t = sum_p M_t(p) g~[p] x[p + d_t]^T``.
+
+    A masked implicit GEMM reducing over pixels, split over pixel ranges whose fp32 partial
+    sums are added afterwards (deterministic, no atomics). Mixed dtypes are promoted.
+
+    Args:
+        grad_output (Tensor[N, O, H, W]), input (Tensor[N, C, H, W]): float32, bfloat16 or float16.
+        scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
+        panoptic (Tensor[N, H, W]): integer ids.
+        kernel_size: 1, 3 or 5.
+
+    Returns:
+        Tensor[O, C, k, k] float32.
+    """
+    _check_features(grad_output, "grad_output", "(N, O, H, W)")
+    _check_features(input, "input", "(N, C, H, W)")
+    n, out_channels, height, width = grad_output.shape
+    in_channels = input.shape[1]
+    if (input.shape[0], *input.shape[2:]) != (n, height, width):
+        raise ValueError(
+            f"input must be (N, C, H, W) with (N, H, W) = {(n, height, width)} to match grad_output, "
+            f"got {_describe(input)}"
+        )
+    _check_kernel_size(kernel_size)
+    _check_ids(panoptic, "panoptic", (n, height, width), "grad_output")
+    _check_scale(scale, (n, height, width))
+    _check_devices(grad_output, "grad_output", input=input, panoptic=panoptic, scale=scale)
+    device = grad_output.device
+    taps = kernel_size * kernel_size
+    pixels = n * height * width
+    if pixels == 0:
+        return torch.zeros((out_channels, in_channels, kernel_size, kernel_size), dtype=torch.float32, device=device)
+    dtype = torch.promote_types(grad_output.dtype, input.dtype)
+    g = _channels_inner(grad_output.to(dtype))
+    x = _channels_inner(input.to(dtype))
+    ids = panoptic.to(torch.int64)
+    row_scale = scale.to(torch.float32).contiguous()
+    splits, per_split = _weight_grad_splits(pixels, taps * _cdiv(out_channels, 64) * _cdiv(in_channels, 64), device)
+    partial = torch.empty((splits, taps, out_channels, in_channels), dtype=torch.float32, device=device)
+
+    def grid(meta):
+        return (taps, _cdiv(out_channels, meta["BLOCK_O"]) * _cdiv(in_channels, meta["BLOCK_C"]), splits)
+
+    _launch(
+        "conv_weight_grad", "weight_grad", device, grid,
+        g, row_scale, x, ids, partial,
+        height, width, in_channels, out_channels, pixels, per_split,
+        *_nhwc_strides(g), *_nhwc_strides(x), ids.stride(0), ids.stride(1), ids.stride(2),
+        KSIZE=kernel_size, UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
+    )  # fmt: skip
+    total = partial.sum(0) if splits > 1 else partial[0]  # (k*k, O, C)
+    return total.permute(1, 2, 0).reshape(out_channels, in_channels, kernel_size, kernel_size)
+
+
+# --- upsampling ---------------------------------------------------------------------------------
+
+
+def upsample_forward(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
+    """Panoptic-aware 2x upsampling (Algorithm 1) in one kernel: choice, gather, zeros at holes.
+
+    Args:
+        features (Tensor[N, C, h, w]): float32, bfloat16 or float16, any strides.
+        panoptic_low (Tensor[N, h, w]), panoptic_high (Tensor[N, 2h, 2w]): integer ids.
+
+    Returns:
+        ``(upsampled, choice)``: upsampled (Tensor[N, C, 2h, 2w], channels_last, features' dtype)
+        holds the features of the first candidate among (r, c), (r, c+1), (r+1, c), (r+1, c+1)
+        whose id equals the pixel's, 0 where none does; choice (Tensor[N, 2h, 2w] uint8) is the
+        candidate's index, 4 at holes.
+    """
+    _check_features(features, "features", "(N, C, h, w)")
+    n, channels, low_h, low_w = features.shape
+    _check_ids(panoptic_low, "panoptic_low", (n, low_h, low_w), "the features")
+    _check_ids(panoptic_high, "panoptic_high", (n, 2 * low_h, 2 * low_w), "the features (2h, 2w)")
+    _check_devices(features, "the features", panoptic_low=panoptic_low, panoptic_high=panoptic_high)
+    device = features.device
+    upsampled = torch.empty((n, 2 * low_h, 2 * low_w, channels), dtype=features.dtype, device=device)
+    choice = torch.empty((n, 2 * low_h, 2 * low_w), dtype=torch.uint8, device=device)
+    pixels = choice.numel()
+    if pixels == 0:
+        return upsampled.permute(0, 3, 1, 2), choice
+    f = _channels_inner(features)
+    low = panoptic_low.to(torch.int64)
+    high = panoptic_high.to(torch.int64)
+
+    def grid(meta):
+        return (_cdiv(pixels, meta["BLOCK_P"]), _cdiv(channels, meta["BLOCK_C"]))
+
+    _launch(
+        "upsample", "upsample", device, grid,
+        f, low, high, upsampled, choice,
+        low_h, low_w, channels, pixels,
+        *_nhwc_strides(f), *low.stride(), *high.stride(),
+    )  # fmt: skip
+    return upsampled.permute(0, 3, 1, 2), choice
+
+
+def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[int, int]) -> Tensor:
+    """Gradient of Algorithm 1: each low pixel sums the gradients of the high pixels that chose it.
+
+    Args:
+        grad_upsampled (Tensor[N, C, 2h, 2w]): float32, bfloat16 or float16, any strides.
+        choice (Tensor[N, 2h, 2w]): from :func:`upsample_forward` (0..3, or 4 at holes).
+        low_size: (h, w).
+
+    Returns:
+        Tensor[N, C, h, w] in grad_upsampled's dtype, channels_last (fp32 accumulation).
+    """
+    _check_features(grad_upsampled, "grad_upsampled", "(N, C, 2h, 2w)")
+    low_h, low_w = (int(size) for size in low_size)
+    n, channels = grad_upsampled.shape[:2]
+    if tuple(grad_upsampled.shape[2:]) != (2 * low_h, 2 * low_w):
+        raise ValueError(
+            f"grad_upsampled must be (N, C, 2h, 2w) with (2h, 2w) = {(2 * low_h, 2 * low_w)} for "
+            f"low_size {(low_h, low_w)}, got {_describe(grad_upsampled)}"
+        )
+    _check_ids(choice, "choice", (n, 2 * low_h, 2 * low_w), "grad_upsampled")
+    _check_devices(grad_upsampled, "grad_upsampled", choice=choice)
+    device = grad_upsampled.device
+    grad_features = torch.empty((n, low_h, low_w, channels), dtype=grad_upsampled.dtype, device=device)
+    pixels = n * low_h * low_w
+    if pixels == 0:
+        return grad_features.permute(0, 3, 1, 2)
+    g = _channels_inner(grad_upsampled)
+    choice = choice.to(torch.uint8).contiguous()
+
+    def grid(meta):
+        return (_cdiv(pixels, meta["BLOCK_P"]), _cdiv(channels, meta["BLOCK_C"]))
+
+    _launch(
+        "upsample_backward", "upsample", device, grid,
+        g, choice, grad_features,
+        low_h, low_w, channels, pixels,
+        *_nhwc_strides(g),
+    )  # fmt: skip
+    return grad_features.permute(0, 3, 1, 2)

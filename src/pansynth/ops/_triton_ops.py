@@ -1,0 +1,177 @@
+"""Autograd and ``torch.library`` registration around the Triton kernels (:mod:`pansynth.ops._triton`).
+
+The kernels compute; this module makes them operators: each launcher is a custom op
+(``pansynth::..._triton``) with a fake implementation that gives the shapes, dtypes and
+strides to ``torch.compile``, and the forward ops carry their backward formulas. The
+convolution's forward also returns k²/sum(M) per pixel, which both gradients reuse.
+
+The kernels module (which imports triton) is looked up when an op runs, not when this
+module is imported: machines without triton never load it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+__all__ = ["conv2d", "upsample"]
+
+
+def _kernels() -> ModuleType:
+    return importlib.import_module("pansynth.ops._triton")
+
+
+def _channels_last_empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    n, c, h, w = shape
+    return torch.empty_strided((n, c, h, w), (h * w * c, 1, w * c, c), dtype=dtype, device=device)
+
+
+def _as_channels_last(tensor: Tensor) -> Tensor:
+    """The same values with channels_last strides exactly (what the fake implementations promise)."""
+    n, c, h, w = tensor.shape
+    if tensor.stride() == (h * w * c, 1, w * c, c):
+        return tensor
+    return _channels_last_empty(tensor.shape, tensor.dtype, tensor.device).copy_(tensor)
+
+
+# --- convolution (eq. 1-2) ---------------------------------------------------------------------
+
+
+@torch.library.custom_op(
+    "pansynth::panoptic_conv2d_triton",
+    mutates_args=(),
+    schema="(Tensor input, Tensor panoptic, Tensor weight, Tensor? bias) -> (Tensor, Tensor)",
+)
+def _conv2d_forward(input, panoptic, weight, bias):
+    output, scale = _kernels().conv2d_forward(input, panoptic, weight, bias)
+    return _as_channels_last(output), scale.contiguous()
+
+
+@_conv2d_forward.register_fake
+def _(input, panoptic, weight, bias):
+    n, _, height, width = input.shape
+    output = _channels_last_empty((n, weight.shape[0], height, width), input.dtype, input.device)
+    return output, input.new_empty((n, height, width), dtype=torch.float32)
+
+
+@torch.library.custom_op(
+    "pansynth::panoptic_conv2d_triton_input_grad",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor scale, Tensor panoptic, Tensor weight) -> Tensor",
+)
+def _conv2d_input_grad(grad_output, scale, panoptic, weight):
+    return _as_channels_last(_kernels().conv2d_input_grad(grad_output, scale, panoptic, weight))
+
+
+@_conv2d_input_grad.register_fake
+def _(grad_output, scale, panoptic, weight):
+    n, _, height, width = grad_output.shape
+    return _channels_last_empty((n, weight.shape[1], height, width), grad_output.dtype, grad_output.device)
+
+
+@torch.library.custom_op(
+    "pansynth::panoptic_conv2d_triton_weight_grad",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor scale, Tensor input, Tensor panoptic, int kernel_size) -> Tensor",
+)
+def _conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size):
+    return _kernels().conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size).float().contiguous()
+
+
+@_conv2d_weight_grad.register_fake
+def _(grad_output, scale, input, panoptic, kernel_size):
+    shape = (grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
+    return input.new_empty(shape, dtype=torch.float32)
+
+
+def _conv2d_setup_context(ctx, inputs, output) -> None:
+    input, panoptic, weight, bias = inputs
+    scale = output[1]
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.mark_non_differentiable(scale)
+    ctx.save_for_backward(input, panoptic, weight, scale)
+
+
+def _conv2d_backward(ctx, grad_output, _grad_scale):
+    input, panoptic, weight, scale = ctx.saved_tensors
+    need_input, _, need_weight, need_bias = ctx.needs_input_grad
+    # The kernels read the gradient in the layout of the output they wrote.
+    grad_output = grad_output.to(input.dtype).contiguous(memory_format=torch.channels_last)
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(grad_output, scale, panoptic, weight)
+    if need_weight:
+        grad_weight = torch.ops.pansynth.panoptic_conv2d_triton_weight_grad(
+            grad_output, scale, input, panoptic, weight.shape[-1]
+        ).to(weight.dtype)
+    if need_bias and ctx.bias_dtype is not None:
+        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+    return grad_input, None, grad_weight, grad_bias
+
+
+_conv2d_forward.register_autograd(_conv2d_backward, setup_context=_conv2d_setup_context)
+
+
+def conv2d(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Eq. 1-2 on the Triton kernels (checked arguments of one dtype): Tensor[N, O, H, W] channels_last."""
+    return torch.ops.pansynth.panoptic_conv2d_triton(input, panoptic, weight, bias)[0]
+
+
+# --- upsampling (Algorithm 1) -------------------------------------------------------------------
+
+
+@torch.library.custom_op(
+    "pansynth::panoptic_upsample_triton",
+    mutates_args=(),
+    schema="(Tensor features, Tensor panoptic_low, Tensor panoptic_high) -> (Tensor, Tensor)",
+)
+def _upsample_forward(features, panoptic_low, panoptic_high):
+    upsampled, choice = _kernels().upsample_forward(features, panoptic_low, panoptic_high)
+    return _as_channels_last(upsampled), choice.to(torch.uint8).contiguous()
+
+
+@_upsample_forward.register_fake
+def _(features, panoptic_low, panoptic_high):
+    n, channels, low_h, low_w = features.shape
+    upsampled = _channels_last_empty((n, channels, 2 * low_h, 2 * low_w), features.dtype, features.device)
+    return upsampled, panoptic_high.new_empty(panoptic_high.shape, dtype=torch.uint8)
+
+
+@torch.library.custom_op(
+    "pansynth::panoptic_upsample_triton_backward",
+    mutates_args=(),
+    schema="(Tensor grad_upsampled, Tensor choice, int low_h, int low_w) -> Tensor",
+)
+def _upsample_backward(grad_upsampled, choice, low_h, low_w):
+    return _as_channels_last(_kernels().upsample_backward(grad_upsampled, choice, (low_h, low_w)))
+
+
+@_upsample_backward.register_fake
+def _(grad_upsampled, choice, low_h, low_w):
+    n, channels = grad_upsampled.shape[:2]
+    return _channels_last_empty((n, channels, low_h, low_w), grad_upsampled.dtype, grad_upsampled.device)
+
+
+def _upsample_setup_context(ctx, inputs, output) -> None:
+    features = inputs[0]
+    ctx.low_size = tuple(features.shape[-2:])
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _upsample_grad(ctx, grad_upsampled, _grad_choice):
+    (choice,) = ctx.saved_tensors
+    grad_upsampled = grad_upsampled.contiguous(memory_format=torch.channels_last)
+    grad = torch.ops.pansynth.panoptic_upsample_triton_backward(grad_upsampled, choice, *ctx.low_size)
+    return grad, None, None
+
+
+_upsample_forward.register_autograd(_upsample_grad, setup_context=_upsample_setup_context)
+
+
+def upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> tuple[Tensor, Tensor]:
+    """Algorithm 1 on the Triton kernel (checked arguments): (upsampled channels_last, choice uint8)."""
+    return torch.ops.pansynth.panoptic_upsample_triton(features, panoptic_low, panoptic_high)
