@@ -86,3 +86,30 @@ def test_no_holes_returns_the_aligned_features():
     )
     with pytest.raises(ValueError, match="expected 8 feature channels"):
         layer(torch.randn(1, 5, 4, 4), high, high[:, ::2, ::2], high)
+
+
+def test_the_backend_reaches_algorithm_1_and_is_shown():
+    layer = HoleFillingUpsample(PanopticConv2d(3, 8, 3, backend="torch"), 4, 3, backend="torch")
+    assert "backend='torch'" in repr(layer)
+    high = torch.randint(0, 3, (1, 8, 8))
+    features = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64"):  # the Triton engine runs float32/16 only
+        HoleFillingUpsample(PanopticConv2d(3, 8, 3), 4, 3, backend="triton")(features, high, high[:, ::2, ::2], high)
+
+
+@pytest.mark.parametrize("boundary", [False, True])
+def test_the_hole_fill_custom_op_passes_opcheck_and_equals_the_eager_code(boundary):
+    from pansynth.models.hole_fill import fill_holes
+
+    g = torch.Generator().manual_seed(3)
+    first_layer = PanopticConv2d(4 + boundary, 8, 3)
+    layer = HoleFillingUpsample(first_layer, 6, 4, boundary=boundary)
+    low, high = random_maps(2, 4, 5, g, 5)
+    semantic = torch.randint(0, 4, high.shape, generator=g)
+    upsampled, matched = panoptic_upsample(torch.randn(2, 6, 4, 5, generator=g), low, high)
+    arguments = (
+        upsampled.requires_grad_(), matched, semantic, high, first_layer.weight, first_layer.bias,
+        layer.proj.weight, layer.proj.bias, True, boundary, 4, None,
+    )  # fmt: skip
+    torch.testing.assert_close(torch.ops.pansynth.hole_fill(*arguments), fill_holes(*arguments))
+    torch.library.opcheck(torch.ops.pansynth.hole_fill.default, arguments)

@@ -20,7 +20,7 @@ from test_ops_panoptic_conv import (
 )
 from test_ops_panoptic_upsample import random_maps, reference_algorithm_1
 
-from pansynth.ops import PanopticConv2d, PanopticUpsample, panoptic_conv2d, panoptic_upsample
+from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_upsample
 from pansynth.ops import _torch_engine as engine
 from pansynth.ops import backend as backend_module
 from pansynth.ops.backend import select_backend
@@ -113,7 +113,6 @@ def test_public_ops_check_the_backend(env):
         PanopticConv2d(2, 3, backend="cudnn")
     conv = PanopticConv2d(2, 3, backend="torch")
     assert "backend='torch'" in repr(conv)
-    assert "backend='triton'" in repr(PanopticUpsample(conv, 3, 2, backend="triton"))
 
 
 # --- the Triton engine's operators, on stand-in kernels ----------------------------------------

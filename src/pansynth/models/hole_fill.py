@@ -76,14 +76,16 @@ class HoleFillingUpsample(nn.Module):
         if features.shape[1] != self.out_channels:
             raise ValueError(f"expected {self.out_channels} feature channels, got {features.shape[1]}")
         upsampled, matched = panoptic_upsample(features, panoptic_low, panoptic_high, backend=self.backend)
-        holes = (matched[:, 0] == 0).nonzero()
-        if len(holes) == 0:
-            return upsampled
-        fill = self.hole_features(semantic_high, panoptic_high, holes).to(upsampled.dtype)
-        # upsampled is 0 at the holes, so writing the fill there equals adding (1 - M) * fill (eq. 3).
-        batch, rows, cols = (index[:, None] for index in holes.unbind(1))
-        channels = torch.arange(self.out_channels, device=holes.device)[None, :]
-        return upsampled.index_put((batch, channels, rows, cols), fill)
+        layer, proj = self.first_layer, self.proj
+        arguments = (
+            upsampled, matched, semantic_high, panoptic_high, layer.weight, layer.bias,
+            None if proj is None else proj.weight, None if proj is None else proj.bias,
+            isinstance(layer, PanopticConv2d), self.boundary, self.num_classes, self.ignore_index,
+        )  # fmt: skip
+        if torch.compiler.is_compiling():
+            # The holes are found with a data-dependent nonzero: one opaque op keeps the graph whole.
+            return torch.ops.pansynth.hole_fill(*arguments)
+        return fill_holes(*arguments)
 
     def hole_features(self, semantic_high: Tensor, panoptic_high: Tensor, positions: Tensor) -> Tensor:
         """``proj(first_layer(S_high [⊕ B_high], P_high))`` at ``positions`` (Tensor[n, 3] of (batch, y, x)).
@@ -91,36 +93,165 @@ class HoleFillingUpsample(nn.Module):
         Returns:
             Tensor[n, C].
         """
-        layer = self.first_layer
-        weight = layer.weight
-        panoptic_high = panoptic_high.long()
-        labels = semantic_to_index(semantic_high, self.num_classes, self.ignore_index)
-        partial = isinstance(layer, PanopticConv2d)
-        # A plain convolution masks nothing but the image border: eq. 2 with one id everywhere,
-        # without its k²/sum(M) rescaling (undone below).
-        ids = panoptic_high if partial else torch.zeros_like(panoptic_high)
-        label_weight = weight[:, : weight.shape[1] - int(self.boundary)]
-        fill = panoptic_conv2d_labels(labels, ids, label_weight, None, positions)
-        if self.boundary:
-            # The boundary channel is binary: a second one-hot map with labels {0: no edge, 1: edge},
-            # whose weight column for "no edge" is zero.
-            edges = boundary_map(panoptic_high)[:, 0].long()
-            edge_weight = torch.stack([torch.zeros_like(weight[:, -1]), weight[:, -1]], dim=1)
-            fill = fill + panoptic_conv2d_labels(edges, ids, edge_weight, None, positions)
-        if not partial:
-            inside = _inside_counts(positions, panoptic_high.shape[-2:], weight.shape[-1]).to(fill.dtype)
-            fill = fill * (inside / weight.shape[-1] ** 2)
-        if layer.bias is not None:
-            fill = fill + layer.bias
-        if self.proj is not None:
-            fill = fill @ self.proj.weight.view(self.out_channels, -1).t() + self.proj.bias
-        return fill
+        layer, proj = self.first_layer, self.proj
+        return hole_features(
+            semantic_high, panoptic_high, positions, layer.weight, layer.bias,
+            None if proj is None else proj.weight, None if proj is None else proj.bias,
+            isinstance(layer, PanopticConv2d), self.boundary, self.num_classes, self.ignore_index,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"out_channels={self.out_channels}, boundary={self.boundary}, backend={self.backend!r}, "
             "shares the generator's first layer"
         )
+
+
+def hole_features(
+    semantic_high: Tensor,
+    panoptic_high: Tensor,
+    positions: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    proj_weight: Tensor | None,
+    proj_bias: Tensor | None,
+    partial: bool,
+    boundary: bool,
+    num_classes: int,
+    ignore_index: int | None,
+) -> Tensor:
+    """The hole-filling features of eq. 3 at ``positions``: Tensor[n, C].
+
+    ``proj(first_layer(S [⊕ B], P))`` where the first layer (``weight`` (Tensor[O, L, k, k]),
+    ``bias``) is a panoptic-aware partial convolution (``partial``, eq. 2) or a zero-padded plain one,
+    its input the one-hot semantic map (``num_classes`` channels, +1 for ``ignore_index``) followed,
+    with ``boundary``, by the instance boundary map; ``proj`` is a 1x1 convolution or None.
+    """
+    panoptic_high = panoptic_high.long()
+    labels = semantic_to_index(semantic_high, num_classes, ignore_index)
+    # A plain convolution masks nothing but the image border: eq. 2 with one id everywhere,
+    # without its k²/sum(M) rescaling (undone below).
+    ids = panoptic_high if partial else torch.zeros_like(panoptic_high)
+    label_weight = weight[:, : weight.shape[1] - int(boundary)]
+    fill = panoptic_conv2d_labels(labels, ids, label_weight, None, positions)
+    if boundary:
+        # The boundary channel is binary: a second one-hot map with labels {0: no edge, 1: edge},
+        # whose weight column for "no edge" is zero.
+        edges = boundary_map(panoptic_high)[:, 0].long()
+        edge_weight = torch.stack([torch.zeros_like(weight[:, -1]), weight[:, -1]], dim=1)
+        fill = fill + panoptic_conv2d_labels(edges, ids, edge_weight, None, positions)
+    if not partial:
+        inside = _inside_counts(positions, panoptic_high.shape[-2:], weight.shape[-1]).to(fill.dtype)
+        fill = fill * (inside / weight.shape[-1] ** 2)
+    if bias is not None:
+        fill = fill + bias
+    if proj_weight is not None:
+        fill = fill @ proj_weight.view(proj_weight.shape[0], -1).t() + proj_bias
+    return fill
+
+
+def fill_holes(
+    upsampled: Tensor,
+    matched: Tensor,
+    semantic_high: Tensor,
+    panoptic_high: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    proj_weight: Tensor | None,
+    proj_bias: Tensor | None,
+    partial: bool,
+    boundary: bool,
+    num_classes: int,
+    ignore_index: int | None,
+) -> Tensor:
+    """Eq. 3 given Algorithm 1's result: ``upsampled + (1 - matched) * hole_features`` (Tensor[N, C, 2h, 2w])."""
+    holes = (matched[:, 0] == 0).nonzero()
+    if len(holes) == 0:
+        return upsampled
+    fill = hole_features(
+        semantic_high, panoptic_high, holes, weight, bias, proj_weight, proj_bias, partial, boundary, num_classes,
+        ignore_index,
+    ).to(upsampled.dtype)  # fmt: skip
+    # upsampled is 0 at the holes, so writing the fill there equals adding (1 - M) * fill (eq. 3).
+    batch, rows, cols = (index[:, None] for index in holes.unbind(1))
+    channels = torch.arange(upsampled.shape[1], device=holes.device)[None, :]
+    return upsampled.index_put((batch, channels, rows, cols), fill)
+
+
+# --- one opaque op for torch.compile: forward and backward run the eager code above ---------------
+
+_HOLE_FILL_SCHEMA = (
+    "(Tensor upsampled, Tensor matched, Tensor semantic_high, Tensor panoptic_high, Tensor weight, Tensor? bias, "
+    "Tensor? proj_weight, Tensor? proj_bias, bool partial, bool boundary, int num_classes, int? ignore_index)"
+)
+
+
+@torch.library.custom_op("pansynth::hole_fill", mutates_args=(), schema=_HOLE_FILL_SCHEMA + " -> Tensor")
+def _hole_fill_op(upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias, partial,
+                  boundary, num_classes, ignore_index):  # fmt: skip
+    out = fill_holes(upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias, partial,
+                     boundary, num_classes, ignore_index)  # fmt: skip
+    return out.clone() if out is upsampled else out  # an op's output never aliases its input
+
+
+@_hole_fill_op.register_fake
+def _(upsampled, *args):
+    return torch.empty_like(upsampled)
+
+
+@torch.library.custom_op(
+    "pansynth::hole_fill_backward",
+    mutates_args=(),
+    schema=_HOLE_FILL_SCHEMA.replace("(Tensor upsampled", "(Tensor grad_output, Tensor upsampled")
+    + " -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def _hole_fill_backward_op(grad_output, upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight,
+                           proj_bias, partial, boundary, num_classes, ignore_index):  # fmt: skip
+    # Differentiate the (cheap, sparse) forward again. Autograd does not record inside a custom op;
+    # torch.func's vjp does its own bookkeeping and works here.
+    inputs = [upsampled, weight, bias, proj_weight, proj_bias]
+    present = [index for index, t in enumerate(inputs) if t is not None]
+
+    def forward(*tensors: Tensor) -> Tensor:
+        values = list(inputs)
+        for index, tensor in zip(present, tensors):
+            values[index] = tensor
+        up, w, b, pw, pb = values
+        out = fill_holes(up, matched, semantic_high, panoptic_high, w, b, pw, pb, partial, boundary, num_classes,
+                         ignore_index)  # fmt: skip
+        return out.clone() if out is up else out
+
+    _, vjp = torch.func.vjp(forward, *[inputs[index] for index in present])
+    grads = dict(zip(present, vjp(grad_output)))
+    # An empty tensor stands for an absent input; no output may alias an input.
+    return tuple(grads[index].clone() if index in grads else upsampled.new_empty(0) for index in range(5))
+
+
+@_hole_fill_backward_op.register_fake
+def _(grad_output, upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias, *args):
+    return tuple(
+        torch.empty_like(t) if t is not None else upsampled.new_empty(0)
+        for t in (upsampled, weight, bias, proj_weight, proj_bias)
+    )
+
+
+def _hole_fill_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*[t if t is not None else torch.empty(0) for t in inputs[:8]])
+    ctx.present = [t is not None for t in inputs[:8]]
+    ctx.flags = inputs[8:]
+
+
+def _hole_fill_op_backward(ctx, grad_output):
+    saved = [t if present else None for t, present in zip(ctx.saved_tensors, ctx.present)]
+    upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias = saved
+    grads = torch.ops.pansynth.hole_fill_backward(
+        grad_output, upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias, *ctx.flags
+    )
+    grad_up, grad_w, grad_b, grad_pw, grad_pb = (g if p else None for g, p in zip(grads, [True, True, *ctx.present[5:]]))
+    return grad_up, None, None, None, grad_w, grad_b, grad_pw, grad_pb, None, None, None, None
+
+
+_hole_fill_op.register_autograd(_hole_fill_op_backward, setup_context=_hole_fill_setup_context)
 
 
 def _inside_counts(positions: Tensor, size: torch.Size, kernel_size: int) -> Tensor:
