@@ -73,8 +73,19 @@ def test_synthesize_cli_writes_pngs_at_the_map_size_and_never_overwrites(tmp_pat
     maps = tmp_path / "maps"
     _write_maps(maps, [("a", (64, 64)), ("b", (40, 50)), ("c", (64, 64))])
     out = tmp_path / "out"
-    argv = ["synthesize", "--checkpoint", str(weights_dir), "--input", str(maps), "--out", str(out),
-            "--device", "cpu", "--batch-size", "2"]
+    argv = [
+        "synthesize",
+        "--checkpoint",
+        str(weights_dir),
+        "--input",
+        str(maps),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     sizes = {p.stem: Image.open(p).size for p in out.glob("*.png")}
     assert sizes == {"a": (64, 64), "b": (50, 40), "c": (64, 64)}
@@ -97,14 +108,22 @@ def test_synthesize_cli_single_pair_and_bad_input(tmp_path, weights_dir, capsys)
     maps = tmp_path / "maps"
     _write_maps(maps, [("one", (32, 48))])
     out = tmp_path / "out"
-    argv = ["synthesize", "--checkpoint", str(weights_dir), "--input", str(maps / "semantic" / "one.png"),
-            "--out", str(out), "--device", "cpu"]
+    argv = [
+        "synthesize",
+        "--checkpoint",
+        str(weights_dir),
+        "--input",
+        str(maps / "semantic" / "one.png"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 2
     assert "--panoptic" in capsys.readouterr().err
     assert main([*argv, "--panoptic", str(maps / "panoptic" / "one.png")]) == 0
     assert Image.open(out / "one.png").size == (48, 32)
-    assert main(["synthesize", "--checkpoint", str(tmp_path / "nothing"), "--input", str(maps),
-                 "--out", str(out)]) == 2
+    assert main(["synthesize", "--checkpoint", str(tmp_path / "nothing"), "--input", str(maps), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["synthesize", "--checkpoint", str(weights_dir), "--input", str(tmp_path), "--out", str(out)]) == 2
     assert "expected the folders semantic/ and panoptic/" in capsys.readouterr().err

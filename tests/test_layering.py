@@ -37,7 +37,11 @@ def _imports() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE.parent).with_suffix("")
-        name = ".".join(part for part in relative.parts if part != "__init__") if relative.name == "__init__" else ".".join(relative.parts)
+        name = (
+            ".".join(part for part in relative.parts if part != "__init__")
+            if relative.name == "__init__"
+            else ".".join(relative.parts)
+        )
         targets = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pansynth"):
@@ -78,7 +82,7 @@ def test_no_import_cycle_between_modules():
             if target.startswith(node + "."):
                 continue  # a package's __init__ re-exporting its own modules
             if state.get(target) == 1:
-                cycle.extend(stack[stack.index(target):] + [target] if target in stack else [node, target])
+                cycle.extend(stack[stack.index(target) :] + [target] if target in stack else [node, target])
                 return True
             if state.get(target) is None and visit(target, [*stack, target]):
                 return True

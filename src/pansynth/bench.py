@@ -593,7 +593,6 @@ def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
     )
 
 
-
 def run_benchmarks(
     device: torch.device,
     quick: bool = False,

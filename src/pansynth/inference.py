@@ -267,8 +267,9 @@ def synthesize_dataset(
             raise FileExistsError(
                 f"{out_dir / (name + '.png')} already exists; use another output folder or --overwrite"
             )
-        check_semantic(sample["semantic"], generator.num_classes, generator.ignore_index,
-                       name=_source(dataset, index, sample))
+        check_semantic(
+            sample["semantic"], generator.num_classes, generator.ignore_index, name=_source(dataset, index, sample)
+        )
     generator = generator.to(device).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -104,9 +104,7 @@ def tile(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, scale: int = 1) -> 
     cell_h = max(img.shape[0] for row in rows for img in row)
     cell_w = max(img.shape[1] for row in rows for img in row)
     columns = max(len(row) for row in rows)
-    canvas = np.full(
-        (len(rows) * (cell_h + gap) - gap, columns * (cell_w + gap) - gap, 3), 255, dtype=np.uint8
-    )
+    canvas = np.full((len(rows) * (cell_h + gap) - gap, columns * (cell_w + gap) - gap, 3), 255, dtype=np.uint8)
     for r, row in enumerate(rows):
         for c, img in enumerate(row):
             y, x = r * (cell_h + gap), c * (cell_w + gap)

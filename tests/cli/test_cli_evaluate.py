@@ -17,9 +17,7 @@ def _folder_dataset(root, maps):
     for index, panoptic in enumerate(maps):
         name = f"s{index}"
         semantic = (panoptic > 0).astype(np.uint8)
-        Image.fromarray(np.zeros((*panoptic.shape, 3), np.uint8)).save(
-            root / "val" / "images" / f"{name}.png"
-        )
+        Image.fromarray(np.zeros((*panoptic.shape, 3), np.uint8)).save(root / "val" / "images" / f"{name}.png")
         Image.fromarray(semantic).save(root / "val" / "semantic" / f"{name}.png")
         Image.fromarray(panoptic.astype(np.uint16)).save(root / "val" / "panoptic" / f"{name}.png")
 

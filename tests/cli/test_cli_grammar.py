@@ -29,8 +29,19 @@ def _option(parser: argparse.ArgumentParser, flag: str):
 
 def test_every_command_has_a_description_and_the_same_option_grammar():
     commands = dict(_commands(build_parser()))
-    assert {("train",), ("synthesize",), ("evaluate",), ("fid-stats",), ("analyze", "upsampling"), ("report",),
-            ("demo",), ("ablate",), ("data", "synthetic"), ("data", "stats"), ("data", "check")} <= set(commands)
+    assert {
+        ("train",),
+        ("synthesize",),
+        ("evaluate",),
+        ("fid-stats",),
+        ("analyze", "upsampling"),
+        ("report",),
+        ("demo",),
+        ("ablate",),
+        ("data", "synthetic"),
+        ("data", "stats"),
+        ("data", "check"),
+    } <= set(commands)
     for name, parser in commands.items():
         assert parser.description, f"`pansynth {' '.join(name)}` has no description"
         device = _option(parser, "--device")
@@ -56,10 +67,26 @@ def test_unknown_device_is_one_line(capsys):
 
 def test_set_and_bare_overrides_are_the_same(tmp_path, make_config_dict_for_cli):
     data, config_path = make_config_dict_for_cli(tmp_path)
-    assert main(["train", "--config", str(config_path), "--out", str(tmp_path / "a"), "--set", f"data.root={data}",
-                 "--set", "max_steps=1"]) == 0
-    assert main(["train", "--config", str(config_path), "--out", str(tmp_path / "b"), f"data.root={data}",
-                 "max_steps=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config_path),
+                "--out",
+                str(tmp_path / "a"),
+                "--set",
+                f"data.root={data}",
+                "--set",
+                "max_steps=1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["train", "--config", str(config_path), "--out", str(tmp_path / "b"), f"data.root={data}", "max_steps=1"])
+        == 0
+    )
     assert (tmp_path / "a" / "config.yaml").read_text() == (tmp_path / "b" / "config.yaml").read_text()
 
 
@@ -91,8 +118,23 @@ def test_analyze_upsampling_reads_a_train_only_folder_without_split(tmp_path, ca
 
     root = write_synthetic_dataset(tmp_path / "scenes", 3, 32, seed=0, val_fraction=0)
     assert not (root / "val").exists()
-    assert main(["analyze", "upsampling", "--dataset", "folder", "--root", str(root), "--levels", "2",
-                 "--out", str(tmp_path / "analysis")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "upsampling",
+                "--dataset",
+                "folder",
+                "--root",
+                str(root),
+                "--levels",
+                "2",
+                "--out",
+                str(tmp_path / "analysis"),
+            ]
+        )
+        == 0
+    )
     assert "newly generated pixels" in capsys.readouterr().out
 
 

@@ -53,12 +53,18 @@ def write_cityscapes(root: Path, split: str, cities: dict[str, list[str]]) -> di
 
 
 def test_cityscapes_reads_labels_and_instance_ids(tmp_path: Path) -> None:
-    arrays = write_cityscapes(tmp_path, "val", {"lindau": ["lindau_000001_000019"],
-                                                "frankfurt": ["frankfurt_000000_000294", "frankfurt_000000_000576"]})
+    arrays = write_cityscapes(
+        tmp_path,
+        "val",
+        {"lindau": ["lindau_000001_000019"], "frankfurt": ["frankfurt_000000_000294", "frankfurt_000000_000576"]},
+    )
     dataset = Cityscapes(tmp_path, "val")
     assert len(dataset) == 3
     assert [s.name for s in dataset.samples] == [
-        "frankfurt_000000_000294", "frankfurt_000000_000576", "lindau_000001_000019"]
+        "frankfurt_000000_000294",
+        "frankfurt_000000_000576",
+        "lindau_000001_000019",
+    ]
     assert dataset.num_classes == 35 and dataset.ignore_index is None
     assert dataset.thing_classes == list(range(24, 34))
     for i in range(3):
@@ -76,7 +82,17 @@ def test_cityscapes_reads_labels_and_instance_ids(tmp_path: Path) -> None:
 def test_cityscapes_constants() -> None:
     assert len(CITYSCAPES_CLASS_NAMES) == 35 and len(CITYSCAPES_TRAIN_IDS) == 35
     assert [CITYSCAPES_CLASS_NAMES[i] for i in CITYSCAPES_THING_CLASSES] == [
-        "person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"]
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+        "caravan",
+        "trailer",
+        "train",
+        "motorcycle",
+        "bicycle",
+    ]
     # Hand-checked rows of the official table.
     assert CITYSCAPES_TRAIN_IDS[7] == 0 and CITYSCAPES_CLASS_NAMES[7] == "road"
     assert CITYSCAPES_TRAIN_IDS[23] == 10 and CITYSCAPES_CLASS_NAMES[23] == "sky"

@@ -35,8 +35,9 @@ def _maps(seed: int, height: int = 12, width: int = 16) -> tuple[np.ndarray, np.
     return image, semantic, panoptic
 
 
-def write_folder(root: Path, names: list[str], split: str | None = None, rgb_ids: bool = False,
-                 image_ext: str = ".png") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def write_folder(
+    root: Path, names: list[str], split: str | None = None, rgb_ids: bool = False, image_ext: str = ".png"
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Write a Folder dataset by hand (independently of pansynth's writers)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.json").write_text(json.dumps(CLASSES))

@@ -40,12 +40,8 @@ def test_touching_pairs_match_literal_reference(seed: int) -> None:
 
 
 def test_touching_pairs_hand_example() -> None:
-    semantic = np.array([[1, 1, 1, 0],
-                         [1, 1, 2, 2],
-                         [0, 1, 2, 2]])
-    panoptic = np.array([[5, 5, 6, 0],
-                         [7, 7, 8, 9],
-                         [0, 7, 8, 9]])
+    semantic = np.array([[1, 1, 1, 0], [1, 1, 2, 2], [0, 1, 2, 2]])
+    panoptic = np.array([[5, 5, 6, 0], [7, 7, 8, 9], [0, 7, 8, 9]])
     # Class 1: 5-6 (right), 5-7 (below); 6 and 7 only touch diagonally. Class 2: 8-9.
     assert touching_same_class_pairs(semantic, panoptic, [1, 2]) == {(5, 6), (5, 7), (8, 9)}
     assert touching_same_class_pairs(semantic, panoptic, [2]) == {(8, 9)}

@@ -11,9 +11,7 @@ from pansynth.eval.separation import SeparationScore
 
 SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "coco_stuff_samples"
 
-pytestmark = pytest.mark.skipif(
-    not (SAMPLES / "train_img").is_dir(), reason="COCO-Stuff samples not available"
-)
+pytestmark = pytest.mark.skipif(not (SAMPLES / "train_img").is_dir(), reason="COCO-Stuff samples not available")
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,7 @@ def _literal(panoptic, levels):
                 r, c = y // 2, x // 2
                 mis += value != low[r][c]
                 candidates = [
-                    low[r + dr][c + dc]
-                    for dr in (0, 1)
-                    for dc in (0, 1)
-                    if r + dr < len(low) and c + dc < len(low[0])
+                    low[r + dr][c + dc] for dr in (0, 1) for dc in (0, 1) if r + dr < len(low) and c + dc < len(low[0])
                 ]
                 holes += value not in candidates
         out.append((s, mis / new, holes / new))  # the paper's Figure 4: shares of the new pixels

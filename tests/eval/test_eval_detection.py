@@ -51,9 +51,7 @@ def _gt():
 def test_perfect_predictions_give_ap_one():
     metric = DetectionAP(labels=[1, 3])
     gt = _gt()
-    metric.update(
-        [{"boxes": gt[0]["boxes"], "scores": torch.tensor([0.9, 0.8]), "labels": gt[0]["labels"]}], gt
-    )
+    metric.update([{"boxes": gt[0]["boxes"], "scores": torch.tensor([0.9, 0.8]), "labels": gt[0]["labels"]}], gt)
     result = metric.compute()
     assert result["detAP"] == pytest.approx(1.0)
     assert result["detAP50"] == pytest.approx(1.0)
@@ -92,9 +90,7 @@ def test_missed_instance_halves_recall():
             "labels": torch.tensor([1, 1]),
         }
     ]
-    metric.update(
-        [{"boxes": gt[0]["boxes"][:1], "scores": torch.tensor([0.5]), "labels": torch.tensor([1])}], gt
-    )
+    metric.update([{"boxes": gt[0]["boxes"][:1], "scores": torch.tensor([0.5]), "labels": torch.tensor([1])}], gt)
     assert metric.compute()["detAP"] == pytest.approx(51 / 101)
 
 
@@ -107,9 +103,7 @@ def test_load_detector_reads_local_weights(tmp_path):
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
     torch.manual_seed(0)
-    network = fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64
-    )
+    network = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64)
     network.eval()
     path = tmp_path / "det.pth"
     torch.save(network.state_dict(), path)

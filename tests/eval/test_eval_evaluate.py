@@ -50,9 +50,7 @@ class ListDataset:
     def __init__(self, names):
         semantic, panoptic = _maps()
         image = _to_tensor(_real_image_uint8())
-        self.samples = [
-            {"image": image, "semantic": semantic, "panoptic": panoptic, "name": n} for n in names
-        ]
+        self.samples = [{"image": image, "semantic": semantic, "panoptic": panoptic, "name": n} for n in names]
 
     def __len__(self):
         return len(self.samples)
@@ -149,9 +147,7 @@ def test_identical_images_give_zero_fid_and_ratio_one(tmp_path):
     images.mkdir()
     rng = np.random.default_rng(0)
     for sample in dataset.samples:
-        array = np.clip(_real_image_uint8().astype(int) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(
-            np.uint8
-        )
+        array = np.clip(_real_image_uint8().astype(int) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
         sample["image"] = _to_tensor(array)
         Image.fromarray(array).save(images / f"{sample['name']}.png")
     result = evaluate_images(dataset, images, MetricNetworks(inception=ChannelMeans()), batch_size=2)

@@ -30,9 +30,7 @@ def test_frechet_distance_matches_scipy_closed_form(dim):
     rng = np.random.default_rng(dim)
     mu1, s1 = _random_gaussian(rng, dim)
     mu2, s2 = _random_gaussian(rng, dim)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
-        _reference_fid(mu1, s1, mu2, s2), rel=1e-9, abs=1e-9
-    )
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_reference_fid(mu1, s1, mu2, s2), rel=1e-9, abs=1e-9)
 
 
 def test_frechet_distance_diagonal_by_hand():

@@ -38,9 +38,7 @@ def _reference(panoptic: np.ndarray, levels: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize(
-    "shape,levels,seed", [((16, 16), 3, 0), ((20, 36), 2, 1), ((33, 17), 4, 2), ((8, 8), 1, 3)]
-)
+@pytest.mark.parametrize("shape,levels,seed", [((16, 16), 3, 0), ((20, 36), 2, 1), ((33, 17), 4, 2), ((8, 8), 1, 3)])
 def test_matches_literal_loops_on_random_maps(shape, levels, seed):
     rng = np.random.default_rng(seed)
     # blocky random maps so that some pixels match and some do not

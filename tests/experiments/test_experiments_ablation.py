@@ -53,7 +53,10 @@ def test_ablation_trains_four_variants_one_switch_apart_and_resumes(synthetic_ro
         assert len(cells) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", c) for c in cells), row
     stored = json.loads((out / "ablation.json").read_text())
     assert [v["variant"] for v in stored["variants"]] == [
-        "baseline", "panoptic_conv", "panoptic_conv_no_boundary", "panoptic_upsampling"
+        "baseline",
+        "panoptic_conv",
+        "panoptic_conv_no_boundary",
+        "panoptic_upsampling",
     ]
     assert all(v["metrics"]["separation"] >= 0 for v in stored["variants"])
     assert "mIoU" in stored["skipped"]

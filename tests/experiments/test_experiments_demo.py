@@ -22,7 +22,8 @@ def test_demo_command_end_to_end(tmp_path, monkeypatch, capsys):
     assert "pansynth evaluate" not in html and "n/a" not in html
     assert "pansynth serve --checkpoint" in printed
     assert sorted(p.name for p in (out / "synthesized").glob("*.png")) == sorted(
-        p.name for p in (out / "data" / "val" / "images").glob("*.png"))
+        p.name for p in (out / "data" / "val" / "images").glob("*.png")
+    )
     assert (out / "run" / "export" / "model.safetensors").is_file()
     # Running it again keeps the data and the run: it resumes, with more steps when asked.
     assert main(["demo", "--out", str(out), "--steps", "3", "--device", "cpu"]) == 0

@@ -59,9 +59,7 @@ def test_forward_backward_all_variants_reach_every_parameter(conv, upsample):
 
 def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
     # SPADE's hidden width (128) by default; no forward pass here, so the full width is cheap.
-    paper = Generator(
-        NUM_CLASSES, ignore_index=255, ngf=4, conv="panoptic", upsample="panoptic", size=(SIZE, SIZE)
-    )
+    paper = Generator(NUM_CLASSES, ignore_index=255, ngf=4, conv="panoptic", upsample="panoptic", size=(SIZE, SIZE))
     assert paper.head_0.norm_0.shared[0].weight.shape[0] == 128
     baseline = Generator(
         NUM_CLASSES,
@@ -89,9 +87,7 @@ def test_paper_generator_has_baseline_parameters_plus_hole_filling_convs():
     assert sum(1 for name in paper.state_dict() if name.endswith("weight") and "first_layer" in name.split(".")) == 1
 
     # With SPADE's default boundary=True, the only difference is one more label input channel.
-    spade = Generator(
-        NUM_CLASSES, ignore_index=255, ngf=4, conv="standard", upsample="nearest", size=(SIZE, SIZE)
-    )
+    spade = Generator(NUM_CLASSES, ignore_index=255, ngf=4, conv="standard", upsample="nearest", size=(SIZE, SIZE))
     spade_shapes = _parameter_shapes(spade)
     assert set(spade_shapes) == set(baseline_shapes)
     differing = {name for name in spade_shapes if spade_shapes[name] != baseline_shapes[name]}
@@ -142,13 +138,9 @@ def test_num_upsampling_layers_and_non_square_size():
     assert generator.start_size == (1, 2) and generator.output_size == (32, 64)
     semantic, panoptic = _maps(n=1, height=32, width=64)
     assert generator(semantic, panoptic).shape == (1, 3, 32, 64)
-    more = Generator(
-        NUM_CLASSES, ngf=2, spade_hidden=16, size=(64, 128), num_upsampling_layers="more"
-    )
+    more = Generator(NUM_CLASSES, ngf=2, spade_hidden=16, size=(64, 128), num_upsampling_layers="more")
     assert more.output_size == (64, 128) and len(more.upsample_layers) == 6
-    most = Generator(
-        NUM_CLASSES, ngf=2, spade_hidden=16, size=(128, 256), num_upsampling_layers="most"
-    )
+    most = Generator(NUM_CLASSES, ngf=2, spade_hidden=16, size=(128, 256), num_upsampling_layers="most")
     assert most.output_size == (128, 256) and len(most.upsample_layers) == 7
     assert most.conv_img.weight.shape == (3, 1, 3, 3)  # the extra up_4 block halves ngf
     semantic, panoptic = _maps(n=1, height=64, width=128)
@@ -166,11 +158,7 @@ def test_save_pretrained_round_trip(tmp_path):
     expected = generator(semantic, panoptic)
     out_dir = generator.save_pretrained(tmp_path / "export")
     config = json.loads((out_dir / "config.json").read_text())
-    assert (
-        config["num_classes"] == NUM_CLASSES
-        and config["ignore_index"] == 255
-        and config["conv"] == "panoptic"
-    )
+    assert config["num_classes"] == NUM_CLASSES and config["ignore_index"] == 255 and config["conv"] == "panoptic"
     assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "model.safetensors"]
     loaded = Generator.from_pretrained(out_dir)
     assert not loaded.training and loaded.config == generator.config
@@ -231,7 +219,10 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_paper_generator_on_cuda_with_autocast():
+def test_paper_generator_on_cuda_with_autocast(monkeypatch):
+    # fp32 on CUDA is compared with the CPU below: TF32 (cuDNN's default) would round at 1e-3.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(5)
     generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(SIZE, SIZE)).cuda()
     semantic, panoptic = _maps()

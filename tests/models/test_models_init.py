@@ -64,9 +64,7 @@ def test_default_init_keeps_pytorch_initialisation():
     net = Generator(5, size=(64, 64), ngf=8, spade_hidden=32, init="default")
     # PyTorch's default conv init is uniform with bound 1/sqrt(fan_in) (kaiming_uniform, a=sqrt(5)),
     # and non-zero biases: nowhere near gain 0.02.
-    _, module, weight = next(
-        (n, m, w) for n, m, w in _weighted_layers(net) if n.endswith("norm_0.shared.0")
-    )
+    _, module, weight = next((n, m, w) for n, m, w in _weighted_layers(net) if n.endswith("norm_0.shared.0"))
     fan_in = weight[0].numel()
     assert weight.abs().max() <= 1 / math.sqrt(fan_in) + 1e-6
     assert weight.std().item() > 5 * _xavier_std(weight, 0.02)

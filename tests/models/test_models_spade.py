@@ -28,9 +28,7 @@ def _batch_norm_literal(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _spade_literal(
-    norm: SPADENorm, x: torch.Tensor, label: torch.Tensor, normalized: torch.Tensor
-) -> torch.Tensor:
+def _spade_literal(norm: SPADENorm, x: torch.Tensor, label: torch.Tensor, normalized: torch.Tensor) -> torch.Tensor:
     stride = label.shape[-1] // x.shape[-1]
     small = label[..., ::stride, ::stride]
     conv_shared = norm.shared[0]

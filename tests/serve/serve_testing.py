@@ -32,9 +32,7 @@ THING_CLASSES = [2, 3]
 
 def build_tiny_generator() -> Generator:
     torch.manual_seed(0)
-    return Generator(
-        NUM_CLASSES, size=(HEIGHT, WIDTH), ignore_index=IGNORE_INDEX, ngf=4, spade_hidden=16
-    ).eval()
+    return Generator(NUM_CLASSES, size=(HEIGHT, WIDTH), ignore_index=IGNORE_INDEX, ngf=4, spade_hidden=16).eval()
 
 
 def write_export(directory: Path, class_names: list[str] | None, thing_classes: list[int] | None) -> Path:

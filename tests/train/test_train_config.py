@@ -39,8 +39,16 @@ def test_presets_hold_the_paper_settings():
 def test_overrides_are_parsed_as_yaml():
     config = load_config(
         "demo",
-        ["max_steps=7", "optim.lr_g=3e-5", "data.load_size=[32, 64]", "ema=null", "data.flip=false",
-         "model.conv=standard", "data.root=/some/where", "loss.vgg_weights=vgg.pth"],
+        [
+            "max_steps=7",
+            "optim.lr_g=3e-5",
+            "data.load_size=[32, 64]",
+            "ema=null",
+            "data.flip=false",
+            "model.conv=standard",
+            "data.root=/some/where",
+            "loss.vgg_weights=vgg.pth",
+        ],
     )
     assert config.max_steps == 7 and isinstance(config.max_steps, int)
     assert config.optim.lr_g == pytest.approx(3e-5)

@@ -47,11 +47,20 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path, make_config_dic
     script = tmp_path / "worker.py"
     script.write_text(SCRIPT)
     out = tmp_path / "run"
-    config = make_config_dict(max_steps=2, checkpoint_every=2, batch_size=4, model__conv="panoptic",
-                              model__upsample="panoptic")
+    config = make_config_dict(
+        max_steps=2, checkpoint_every=2, batch_size=4, model__conv="panoptic", model__upsample="panoptic"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-               str(script), json.dumps(config), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(script),
+        json.dumps(config),
+        str(out),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -196,8 +196,9 @@ class _SignalAt(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT", "SIGUSR1"])
-def test_a_stop_signal_saves_the_current_step_and_resume_is_exact(tmp_path, scenes, make_config, signal_name,
-                                                                  same_state):
+def test_a_stop_signal_saves_the_current_step_and_resume_is_exact(
+    tmp_path, scenes, make_config, signal_name, same_state
+):
     def config(steps):
         return make_config(max_steps=steps, checkpoint_every=100, optim__epochs=4, optim__decay_start_epoch=1)
 
@@ -229,8 +230,13 @@ def test_sigterm_on_the_command_line(tmp_path, folder_data, make_config_dict):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-m", "pansynth", "train", "--config", str(tmp_path / "tiny.yaml"),
-                                "--out", str(run)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pansynth", "train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(run)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 2):

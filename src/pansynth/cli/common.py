@@ -35,8 +35,9 @@ CHECKPOINT_HELP = "run directory, its export/ folder, or a checkpoint file step_
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", type=_device,
-                        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--device", default="auto", type=_device, help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)"
+    )
 
 
 def _device(text: str) -> str:
@@ -47,8 +48,9 @@ def _device(text: str) -> str:
     return text
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True, size: bool = False,
-                          size_help: str = "") -> None:
+def add_dataset_arguments(
+    parser: argparse.ArgumentParser, required: bool = True, size: bool = False, size_help: str = ""
+) -> None:
     """``--dataset``, ``--root``, ``--split`` (and ``--size``, ``--limit``, ``--batch-size``)."""
     parser.add_argument("--dataset", required=required, choices=DATASET_NAMES, help="dataset format")
     parser.add_argument("--root", type=Path, required=required, help="dataset root folder")
@@ -61,10 +63,20 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     """Configuration overrides: bare ``KEY=VALUE`` arguments, or ``--set KEY=VALUE`` (the same, repeatable)."""
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides on dotted keys, e.g. data.root=DIR max_steps=1000 model.conv=standard")
-    parser.add_argument("--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="the same as a bare KEY=VALUE argument (repeatable)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides on dotted keys, e.g. data.root=DIR max_steps=1000 model.conv=standard",
+    )
+    parser.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the same as a bare KEY=VALUE argument (repeatable)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:

@@ -18,9 +18,11 @@ from pansynth.data.synthetic import split_counts, write_synthetic_dataset
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="generate, inspect and check datasets",
-                                 description="Generate the procedural scenes, print dataset statistics, "
-                                 "or list unreadable samples.")
+    data = subparsers.add_parser(
+        "data",
+        help="generate, inspect and check datasets",
+        description="Generate the procedural scenes, print dataset statistics, or list unreadable samples.",
+    )
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     data.set_defaults(func=lambda args: _help(data))
 
@@ -33,8 +35,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--num", type=int, default=300, help="number of scenes in all (default 300)")
     synthetic.add_argument("--size", type=int, default=128, help="side of the square scenes in pixels (default 128)")
     synthetic.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    synthetic.add_argument("--val-fraction", type=float, default=0.1,
-                           help="share of the scenes in the val split (default 0.1; 0 writes train only)")
+    synthetic.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the scenes in the val split (default 0.1; 0 writes train only)",
+    )
     synthetic.set_defaults(func=_synthetic)
 
     for name, handler, help_text in (
@@ -42,13 +48,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         ("check", _check, "load every sample and list the bad ones (exit status 1 when any)"),
     ):
         parser = commands.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("dir", nargs="?", type=Path,
-                            help="a Folder dataset (each split sub-folder is reported); or use --dataset/--root")
+        parser.add_argument(
+            "dir",
+            nargs="?",
+            type=Path,
+            help="a Folder dataset (each split sub-folder is reported); or use --dataset/--root",
+        )
         add_dataset_arguments(parser, required=False)
         parser.set_defaults(batch_size=1)
         if name == "stats":
-            parser.add_argument("--skip-bad", action="store_true",
-                                help="skip bad samples with a logged count instead of stopping")
+            parser.add_argument(
+                "--skip-bad", action="store_true", help="skip bad samples with a logged count instead of stopping"
+            )
             parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
         parser.set_defaults(func=handler)
 

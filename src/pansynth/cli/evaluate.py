@@ -58,8 +58,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--inception-weights", type=Path, help="local FID Inception weights (pt_inception-*.pth)")
     stats.set_defaults(func=_fid_stats)
 
-    analyze = subparsers.add_parser("analyze", help="analyses of the data (upsampling: the paper's Figure 4)",
-                                    description="Analyses of a dataset's maps.")
+    analyze = subparsers.add_parser(
+        "analyze",
+        help="analyses of the data (upsampling: the paper's Figure 4)",
+        description="Analyses of a dataset's maps.",
+    )
     analyses = analyze.add_subparsers(dest="analysis", metavar="ANALYSIS")
     upsampling = analyses.add_parser(
         "upsampling",
@@ -70,14 +73,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataset_arguments(upsampling, size=True, size_help="resize the maps to H W first (default: the dataset's "
                           "evaluation size; folders keep their size)")  # fmt: skip
-    upsampling.add_argument("--levels", type=int, default=5,
-                            help="number of 2x upsampling steps: strides 2**levels ... 2 (default 5)")
+    upsampling.add_argument(
+        "--levels", type=int, default=5, help="number of 2x upsampling steps: strides 2**levels ... 2 (default 5)"
+    )
     upsampling.add_argument("--out", type=Path, help="output folder for upsampling.json/.png (default ./analysis)")
     upsampling.set_defaults(func=_analyze_upsampling)
     analyze.set_defaults(func=lambda args: _help(analyze))
 
     report = subparsers.add_parser(
-        "report", help="write RUN/report.html: metrics, loss curves, samples, Figure 4",
+        "report",
+        help="write RUN/report.html: metrics, loss curves, samples, Figure 4",
         description="Write a self-contained HTML page of a run: its evaluation metrics, loss curves, sample grids "
         "and (when given) the Figure 4 chart.",
     )
@@ -94,7 +99,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("metric networks (each metric runs only when its weights are given)")
-    group.add_argument("--inception-weights", type=Path, help="FID Inception-v3 weights (pt_inception-2015-12-05-*.pth)")
+    group.add_argument(
+        "--inception-weights", type=Path, help="FID Inception-v3 weights (pt_inception-2015-12-05-*.pth)"
+    )
     group.add_argument("--fid-stats", type=Path, help="reference statistics from `pansynth fid-stats` (.npz)")
     group.add_argument("--seg-model", type=Path, help="segmentation network as a TorchScript file")
     group.add_argument("--seg-arch", help="torchvision segmentation architecture (e.g. deeplabv3_resnet101)")
@@ -140,8 +147,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         generator = load_checkpoint_argument(args.checkpoint, device=args.device)
         out = args.out or (args.checkpoint / "eval" if args.checkpoint.is_dir() else args.checkpoint.parent / "eval")
-        result = evaluate_generator(generator, dataset, out, networks, extra={"checkpoint": str(args.checkpoint)},
-                                    **common)
+        result = evaluate_generator(
+            generator, dataset, out, networks, extra={"checkpoint": str(args.checkpoint)}, **common
+        )
     else:
         out = args.out or args.images.with_name(args.images.name + "_eval")
         result = evaluate_images(dataset, args.images, networks, grid_path=out / "grid.png", **common)
@@ -184,8 +192,10 @@ def _analyze_upsampling(args: argparse.Namespace) -> int:
     paths = write_analysis(stats, out, meta)
     size = meta["map_size"]
     where = f"{size[0]}x{size[1]} maps" if size else "maps of several sizes"
-    print(f"{args.dataset}: {meta['images']} {where}, nearest-neighbour upsampling vs the panoptic map "
-          "(% of the newly generated pixels, as in the paper's Figure 4)")
+    print(
+        f"{args.dataset}: {meta['images']} {where}, nearest-neighbour upsampling vs the panoptic map "
+        "(% of the newly generated pixels, as in the paper's Figure 4)"
+    )
     print(format_table(stats, tuple(size) if size else None))
     print(f"wrote {paths['json']} and {paths['png']}")
     return 0

@@ -25,9 +25,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's max_steps)")
     add_device_argument(p)
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's own choice, one per core; 1 is faster when "
-                   "the machine is busy with other work)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's own choice, one per core; 1 is faster when "
+        "the machine is busy with other work)",
+    )
     p.set_defaults(func=_demo)
 
     ablate = subparsers.add_parser(
@@ -40,11 +44,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--root", type=Path, required=True, help="dataset root")
     ablate.add_argument("--budget", type=int, required=True, help="training steps per variant")
     ablate.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
-    ablate.add_argument("--seed", type=int, nargs="+", default=[0],
-                        help="seed(s); several give mean ± standard deviation (default 0)")
-    ablate.add_argument("--split", default="val",
-                        help="the held-out split the variants are evaluated on (default val: training reads "
-                        "data.split of the config)")
+    ablate.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="seed(s); several give mean ± standard deviation (default 0)"
+    )
+    ablate.add_argument(
+        "--split",
+        default="val",
+        help="the held-out split the variants are evaluated on (default val: training reads data.split of the config)",
+    )
     add_overrides(ablate)
     add_device_argument(ablate)
     ablate.add_argument("--limit", type=int, help="evaluate only the first N samples of the split")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pansynth.cli.common import CHECKPOINT_HELP, add_device_argument, load_checkpoint_argument
 from pansynth.choices import DATASET_NAMES
+from pansynth.cli.common import CHECKPOINT_HELP, add_device_argument, load_checkpoint_argument
 from pansynth.data import DEFAULT_SPLIT_HELP
 from pansynth.serve.server import serve
 
@@ -33,7 +33,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="dataset root: its samples can be loaded as starting maps, its class names are "
         "used when the checkpoint has none",
     )
-    p.add_argument("--dataset", default="folder", choices=DATASET_NAMES, help="dataset format of --root (default folder)")
+    p.add_argument(
+        "--dataset", default="folder", choices=DATASET_NAMES, help="dataset format of --root (default folder)"
+    )
     p.add_argument("--split", help=f"split of --root (default: {DEFAULT_SPLIT_HELP})")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body accepted, in MiB (default 8)")
     p.set_defaults(func=_serve)

@@ -31,8 +31,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "`torchrun --nproc_per_node=G -m pansynth train ...`. Everything is checked before anything is "
         "written to --out; Ctrl-C, SIGTERM and SIGUSR1 save the current step and stop.",
     )
-    p.add_argument("--config", required=True,
-                   help=f"preset name ({', '.join(preset_names())}) or a YAML file")
+    p.add_argument("--config", required=True, help=f"preset name ({', '.join(preset_names())}) or a YAML file")
     p.add_argument("--out", required=True, help="run directory (created; resumed when it holds a run)")
     add_overrides(p)
     p.set_defaults(func=_train)
@@ -82,7 +81,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     maps = _maps(args)
     if args.limit is not None:
         maps = Subset(maps, range(min(args.limit, len(maps))))
-    paths = synthesize_dataset(generator, maps, args.out, batch_size=args.batch_size, device=args.device,
-                               overwrite=args.overwrite)
+    paths = synthesize_dataset(
+        generator, maps, args.out, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite
+    )
     print(f"wrote {len(paths)} images to {args.out}")
     return 0

@@ -26,8 +26,13 @@ DEFAULT_SPLIT_HELP = (
 )
 
 
-def build_dataset(name: DatasetName, root: str | Path, split: str | None = None, transform: Transform | None = None,
-                  skip_bad: bool = False) -> PanopticDataset:
+def build_dataset(
+    name: DatasetName,
+    root: str | Path,
+    split: str | None = None,
+    transform: Transform | None = None,
+    skip_bad: bool = False,
+) -> PanopticDataset:
     """Build a reader by name: ``folder``, ``cityscapes``, ``coco-stuff`` or ``coco-panoptic``.
 
     ``split=None`` takes the dataset's own default (:data:`DEFAULT_SPLIT_HELP`).

@@ -25,10 +25,40 @@ from pansynth.data.io import read_id_png, read_label_png
 
 # Label id -> name (cityscapesScripts labels.py); index 34 stands for "license plate" (id -1).
 CITYSCAPES_CLASS_NAMES: list[str] = [
-    "unlabeled", "ego vehicle", "rectification border", "out of roi", "static", "dynamic", "ground",
-    "road", "sidewalk", "parking", "rail track", "building", "wall", "fence", "guard rail", "bridge",
-    "tunnel", "pole", "polegroup", "traffic light", "traffic sign", "vegetation", "terrain", "sky",
-    "person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle",
+    "unlabeled",
+    "ego vehicle",
+    "rectification border",
+    "out of roi",
+    "static",
+    "dynamic",
+    "ground",
+    "road",
+    "sidewalk",
+    "parking",
+    "rail track",
+    "building",
+    "wall",
+    "fence",
+    "guard rail",
+    "bridge",
+    "tunnel",
+    "pole",
+    "polegroup",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "caravan",
+    "trailer",
+    "train",
+    "motorcycle",
+    "bicycle",
     "license plate",
 ]
 
@@ -37,8 +67,41 @@ CITYSCAPES_THING_CLASSES: list[int] = list(range(24, 34))
 
 # Label id (index 0..34) -> train id 0..18 used by Cityscapes segmentation benchmarks, 255 = ignored.
 CITYSCAPES_TRAIN_IDS: list[int] = [
-    255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10,
-    11, 12, 13, 14, 15, 255, 255, 16, 17, 18, 255,
+    255,
+    255,
+    255,
+    255,
+    255,
+    255,
+    255,
+    0,
+    1,
+    255,
+    255,
+    2,
+    3,
+    4,
+    255,
+    255,
+    255,
+    5,
+    255,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    255,
+    255,
+    16,
+    17,
+    18,
+    255,
 ]
 
 # Train id -> name of the 19 evaluated classes.
@@ -62,8 +125,9 @@ class Cityscapes(PanopticDataset):
     class_names = CITYSCAPES_CLASS_NAMES
     thing_classes = CITYSCAPES_THING_CLASSES
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None,
-                 skip_bad: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, split: str, transform: Transform | None = None, skip_bad: bool = False
+    ) -> None:
         root = Path(root)
         self.root = root
         self.split = split

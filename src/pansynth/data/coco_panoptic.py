@@ -28,8 +28,7 @@ IGNORE_INDEX = 255
 def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: annotation file not found (expected COCO panoptic layout "
-            "annotations/panoptic_<split>2017.json)"
+            f"{path}: annotation file not found (expected COCO panoptic layout annotations/panoptic_<split>2017.json)"
         )
     try:
         content = json.loads(path.read_text())
@@ -56,8 +55,9 @@ class CocoPanoptic(PanopticDataset):
 
     ignore_index = IGNORE_INDEX
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None,
-                 skip_bad: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, split: str, transform: Transform | None = None, skip_bad: bool = False
+    ) -> None:
         root = Path(root)
         self.root = root
         self.split = split
@@ -69,8 +69,9 @@ class CocoPanoptic(PanopticDataset):
             categories = sorted(content["categories"], key=lambda category: int(category["id"]))
             self.category_ids = [int(category["id"]) for category in categories]
             self.class_names = [str(category["name"]) for category in categories]
-            self.thing_classes = [index for index, category in enumerate(categories)
-                                  if bool(category.get("isthing", False))]
+            self.thing_classes = [
+                index for index, category in enumerate(categories) if bool(category.get("isthing", False))
+            ]
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{json_path}: malformed 'categories' entry ({error!r})") from error
         self.num_classes = len(categories)
@@ -87,8 +88,9 @@ class CocoPanoptic(PanopticDataset):
             try:
                 png = png_dir / annotation["file_name"]
                 segment_ids = np.array([int(s["id"]) for s in annotation["segments_info"]], dtype=np.int64)
-                classes = np.array([class_of_category[int(s["category_id"])]
-                                    for s in annotation["segments_info"]], dtype=np.int64)
+                classes = np.array(
+                    [class_of_category[int(s["category_id"])] for s in annotation["segments_info"]], dtype=np.int64
+                )
                 image_name = image_files[annotation["image_id"]]
             except KeyError as error:
                 raise ValueError(
@@ -101,8 +103,9 @@ class CocoPanoptic(PanopticDataset):
                 missing.append(f"{json_path}: annotation of image {image_name}: missing file(s) {', '.join(lacking)}")
                 continue
             order = np.argsort(segment_ids)
-            samples.append(SampleFiles(Path(image_name).stem, image_path, png, png,
-                                       extra=(segment_ids[order], classes[order])))
+            samples.append(
+                SampleFiles(Path(image_name).stem, image_path, png, png, extra=(segment_ids[order], classes[order]))
+            )
         super().__init__(samples, transform, skip_bad, missing, source=str(json_path))
 
     def _read_maps(self, files: SampleFiles) -> tuple[np.ndarray, np.ndarray]:

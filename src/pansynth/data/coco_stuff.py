@@ -75,8 +75,9 @@ class CocoStuff(PanopticDataset):
     class_names = COCO_STUFF_CLASS_NAMES
     thing_classes = COCO_STUFF_THING_CLASSES
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None,
-                 skip_bad: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, split: str, transform: Transform | None = None, skip_bad: bool = False
+    ) -> None:
         root = Path(root)
         self.root = root
         self.split = split
@@ -87,8 +88,11 @@ class CocoStuff(PanopticDataset):
         samples: list[SampleFiles] = []
         missing: list[str] = []
         for stem, image in images.items():
-            lacking = [str(directory / f"{stem}.png")
-                       for directory, files in ((label_dir, labels), (inst_dir, instances)) if stem not in files]
+            lacking = [
+                str(directory / f"{stem}.png")
+                for directory, files in ((label_dir, labels), (inst_dir, instances))
+                if stem not in files
+            ]
             if lacking:
                 missing.append(f"{image}: missing partner file(s) {', '.join(lacking)}")
                 continue

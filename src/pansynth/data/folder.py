@@ -59,8 +59,9 @@ def read_classes_json(path: Path) -> tuple[list[str], list[int], int | None]:
     return names, things, ignore_index
 
 
-def write_classes_json(path: Path, class_names: list[str], thing_classes: list[int],
-                       ignore_index: int | None = None) -> None:
+def write_classes_json(
+    path: Path, class_names: list[str], thing_classes: list[int], ignore_index: int | None = None
+) -> None:
     """Write ``classes.json`` in the format :func:`read_classes_json` reads."""
     classes = [{"name": name, "isthing": index in thing_classes} for index, name in enumerate(class_names)]
     Path(path).write_text(json.dumps({"classes": classes, "ignore_index": ignore_index}, indent=1) + "\n")
@@ -82,8 +83,9 @@ class Folder(PanopticDataset):
         torch.Size([128, 128])
     """
 
-    def __init__(self, root: str | Path, split: str | None = None, transform: Transform | None = None,
-                 skip_bad: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, split: str | None = None, transform: Transform | None = None, skip_bad: bool = False
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: dataset folder not found")
@@ -104,7 +106,8 @@ class Folder(PanopticDataset):
         if not base.is_dir():
             splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
             raise FileNotFoundError(
-                f"{base}: split folder {split!r} not found" + (f" (the splits are {', '.join(splits)})" if splits else "")
+                f"{base}: split folder {split!r} not found"
+                + (f" (the splits are {', '.join(splits)})" if splits else "")
             )
         images = list_files(base / "images", IMAGE_EXTENSIONS)
         semantics = list_files(base / "semantic", (".png",))
@@ -112,8 +115,7 @@ class Folder(PanopticDataset):
         samples: list[SampleFiles] = []
         missing: list[str] = []
         for stem, image in images.items():
-            lacking = [kind for kind, files in (("semantic", semantics), ("panoptic", panoptics))
-                       if stem not in files]
+            lacking = [kind for kind, files in (("semantic", semantics), ("panoptic", panoptics)) if stem not in files]
             if lacking:
                 missing.append(
                     f"{image}: missing partner file(s) "

@@ -57,8 +57,7 @@ def read_label_png(path: Path) -> np.ndarray:
     image = _open(path)
     if image.mode not in _SINGLE_CHANNEL_MODES:
         raise ValueError(
-            f"{path}: expected a single-channel (8/16-bit grayscale or palette) label PNG, "
-            f"got mode {image.mode!r}"
+            f"{path}: expected a single-channel (8/16-bit grayscale or palette) label PNG, got mode {image.mode!r}"
         )
     return np.asarray(image).astype(np.int64)
 
@@ -100,9 +99,7 @@ def read_id_png(path: Path) -> np.ndarray:
         return np.asarray(image).astype(np.int64)
     if image.mode in ("RGB", "RGBA"):
         return decode_rgb_ids(np.asarray(image)[..., :3])
-    raise ValueError(
-        f"{path}: expected a 16-bit grayscale or RGB-encoded id PNG, got mode {image.mode!r}"
-    )
+    raise ValueError(f"{path}: expected a 16-bit grayscale or RGB-encoded id PNG, got mode {image.mode!r}")
 
 
 def write_label_png(path: Path, labels: np.ndarray) -> None:

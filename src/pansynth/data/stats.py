@@ -42,11 +42,7 @@ def touching_same_class_pairs(
         (np.s_[:, :-1], np.s_[:, 1:]),
         (np.s_[:-1, :], np.s_[1:, :]),
     ):
-        touching = (
-            is_thing[first]
-            & (semantic[first] == semantic[second])
-            & (panoptic[first] != panoptic[second])
-        )
+        touching = is_thing[first] & (semantic[first] == semantic[second]) & (panoptic[first] != panoptic[second])
         if touching.any():
             a = panoptic[first][touching]
             b = panoptic[second][touching]
@@ -151,9 +147,10 @@ def format_stats(stats: dict[str, Any], title: str = "") -> str:
         f"({100 * touching['images_with_pair_share']:.1f}%), "
         f"{touching['pairs_per_image']:.2f} touching pairs per image"
     )
-    lines.append(f"classes present: {len(stats['classes'])}"
-                 + (f" (ignored pixels {100 * stats['ignored_pixel_share']:.1f}%)"
-                    if stats["ignored_pixel_share"] > 0 else ""))
+    lines.append(
+        f"classes present: {len(stats['classes'])}"
+        + (f" (ignored pixels {100 * stats['ignored_pixel_share']:.1f}%)" if stats["ignored_pixel_share"] > 0 else "")
+    )
     for entry in stats["classes"]:
         kind = "thing" if entry["isthing"] else "stuff"
         lines.append(

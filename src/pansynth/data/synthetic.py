@@ -141,9 +141,7 @@ def _place_instances(rng: np.random.Generator, height: int, width: int, horizon:
         cy = rng.uniform(max(horizon / height - 0.1, 0.15), 0.85) * height
         radius = rng.uniform(0.07, 0.13) * short
         for _ in range(int(rng.integers(2, 6))):
-            instances.append(
-                _Instance(thing_class, cx, cy, radius, rng.uniform(-0.5, 0.5), rng.uniform(0.7, 1.4))
-            )
+            instances.append(_Instance(thing_class, cx, cy, radius, rng.uniform(-0.5, 0.5), rng.uniform(0.7, 1.4)))
             # The next instance of the cluster overlaps this one: closer than the sum of the radii.
             new_radius = rng.uniform(0.07, 0.13) * short
             angle = rng.uniform(0, 2 * np.pi)
@@ -170,8 +168,7 @@ def _instance_mask(instance: _Instance, dy: np.ndarray, dx: np.ndarray) -> np.nd
     return (depth >= 0) & (depth <= 1) & (np.abs(dx) <= depth * r * 0.9 / instance.aspect**0.5)
 
 
-def _instance_texture(rng: np.random.Generator, instance: _Instance, dy: np.ndarray,
-                      dx: np.ndarray) -> np.ndarray:
+def _instance_texture(rng: np.random.Generator, instance: _Instance, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """Colour (h, w, 3) of an instance: its own hue/shade and its own stripe, dot or checker pattern."""
     low, high = _THING_HUES[instance.thing_class]
     hue = rng.uniform(low, high)
@@ -258,8 +255,9 @@ class SyntheticScenes(torch.utils.data.Dataset):
     class_names = SYNTHETIC_CLASS_NAMES
     thing_classes = SYNTHETIC_THING_CLASSES
 
-    def __init__(self, num: int, size: int | tuple[int, int], seed: int = 0, transform: Any = None,
-                 offset: int = 0) -> None:
+    def __init__(
+        self, num: int, size: int | tuple[int, int], seed: int = 0, transform: Any = None, offset: int = 0
+    ) -> None:
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
         self.num = num
@@ -309,8 +307,9 @@ def split_counts(num: int, val_fraction: float) -> tuple[int, int]:
     return num - num_val, num_val
 
 
-def write_synthetic_dataset(out: str | Path, num: int, size: int | tuple[int, int], seed: int = 0,
-                            val_fraction: float = 0.1) -> Path:
+def write_synthetic_dataset(
+    out: str | Path, num: int, size: int | tuple[int, int], seed: int = 0, val_fraction: float = 0.1
+) -> Path:
     """Write ``num`` scenes as a :class:`~pansynth.data.folder.Folder` dataset.
 
     Writes ``out/train`` (and ``out/val`` when ``val_fraction > 0``) with ``images/``, ``semantic/``,
@@ -333,8 +332,15 @@ def write_synthetic_dataset(out: str | Path, num: int, size: int | tuple[int, in
     staging.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
     try:
         write_classes_json(staging / "classes.json", SYNTHETIC_CLASS_NAMES, SYNTHETIC_THING_CLASSES, None)
-        info = {"generator": "pansynth.data.synthetic", "num": num, "size": [height, width], "seed": seed,
-                "val_fraction": val_fraction, "train": num_train, "val": num_val}
+        info = {
+            "generator": "pansynth.data.synthetic",
+            "num": num,
+            "size": [height, width],
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "train": num_train,
+            "val": num_val,
+        }
         (staging / "synthetic.json").write_text(json.dumps(info, indent=1) + "\n")
         for index in range(num):
             split = "train" if index < num_train else "val"

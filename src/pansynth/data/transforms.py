@@ -79,13 +79,16 @@ class PairedTransform:
         >>> out = t(sample)  # doctest: +SKIP  (image (3, 256, 256), semantic/panoptic (256, 256))
     """
 
-    def __init__(self, size: tuple[int, int] | None = None, crop: tuple[int, int] | None = None,
-                 flip: bool = False) -> None:
+    def __init__(
+        self, size: tuple[int, int] | None = None, crop: tuple[int, int] | None = None, flip: bool = False
+    ) -> None:
         self.size = _pair(size, "size")
         self.crop = _pair(crop, "crop")
         self.flip = bool(flip)
-        if self.size is not None and self.crop is not None and (
-            self.crop[0] > self.size[0] or self.crop[1] > self.size[1]
+        if (
+            self.size is not None
+            and self.crop is not None
+            and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1])
         ):
             raise ValueError(f"crop {self.crop} must not be larger than size {self.size}")
 

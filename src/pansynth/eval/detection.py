@@ -41,9 +41,7 @@ def coco_categories() -> list[str]:
 
 def coco_label_map(class_names: Sequence[str], thing_classes: Sequence[int]) -> dict[int, int]:
     """Dataset class index -> COCO detector label, for the thing classes whose name has a COCO match."""
-    categories = {
-        name: index for index, name in enumerate(coco_categories()) if name not in ("N/A", "__background__")
-    }
+    categories = {name: index for index, name in enumerate(coco_categories()) if name not in ("N/A", "__background__")}
     mapping = {}
     for class_index in thing_classes:
         name = str(class_names[class_index]).strip().lower()
@@ -53,9 +51,7 @@ def coco_label_map(class_names: Sequence[str], thing_classes: Sequence[int]) -> 
     return mapping
 
 
-def boxes_from_panoptic(
-    panoptic: Tensor, semantic: Tensor, label_map: Mapping[int, int]
-) -> tuple[Tensor, Tensor]:
+def boxes_from_panoptic(panoptic: Tensor, semantic: Tensor, label_map: Mapping[int, int]) -> tuple[Tensor, Tensor]:
     """Ground-truth boxes of the evaluated thing instances of one map.
 
     Args:
@@ -117,9 +113,7 @@ class DetectionAP:
         self.labels = None if labels is None else torch.tensor(sorted(set(int(v) for v in labels)))
         self.num_boxes = 0
 
-    def update(
-        self, predictions: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]]
-    ) -> None:
+    def update(self, predictions: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]]) -> None:
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         preds, gts = [], []
@@ -166,9 +160,7 @@ def load_detector(weights_path: str | Path | None, num_classes: int = 91, min_si
         raise FileNotFoundError(f"detector weights {path} not found. {DETECTOR_HELP}")
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-    network = fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size
-    )
+    network = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size)
     if path.suffix == ".safetensors":
         state = load_file(str(path))
     else:

@@ -38,7 +38,7 @@ from pansynth.eval.segmentation import (
     load_segmentation_model,
 )
 from pansynth.eval.separation import SeparationMetric
-from pansynth.files import keep_old, write_json_keeping_old
+from pansynth.files import keep_old
 from pansynth.run_files import CONFIG_FILE
 from pansynth.viz import colorize_panoptic, image_to_uint8, save_grid, uint8_to_image
 
@@ -152,9 +152,7 @@ def _find_image(images_dir: Path, name: str) -> Path:
         path = images_dir / f"{name}{suffix}"
         if path.is_file():
             return path
-    raise FileNotFoundError(
-        f"synthesized image for sample {name!r} not found: expected {images_dir / (name + '.png')}"
-    )
+    raise FileNotFoundError(f"synthesized image for sample {name!r} not found: expected {images_dir / (name + '.png')}")
 
 
 def _batches(dataset, images_dir: Path, count: int, batch_size: int, device: torch.device):
@@ -230,7 +228,9 @@ def evaluate_images(
             metric.update(batch)
         for sample, fake in zip(samples, batch.fake):
             if len(grid) < grid_rows:
-                grid.append([colorize_panoptic(sample["panoptic"]), image_to_uint8(fake), image_to_uint8(sample["image"])])
+                grid.append(
+                    [colorize_panoptic(sample["panoptic"]), image_to_uint8(fake), image_to_uint8(sample["image"])]
+                )
     total = MetricResult(skipped=skipped)
     for metric in metrics:
         result = metric.compute()

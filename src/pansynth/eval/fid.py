@@ -27,9 +27,7 @@ from pansynth.eval.metric import EvalBatch, MetricResult
 from pansynth.viz import images_to_uint8
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
-)
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
 INCEPTION_HELP = (
     f"FID needs the standard FID Inception-v3 weights ({INCEPTION_WEIGHTS_FILE}, 91 MB). "
     f"Download it once on a machine with network access from {INCEPTION_WEIGHTS_URL} "
@@ -114,9 +112,7 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
     except (KeyError, ValueError, OSError) as error:
-        raise ValueError(
-            f"{path} is not an FID statistics .npz with arrays 'mu' and 'sigma': {error}"
-        ) from None
+        raise ValueError(f"{path} is not an FID statistics .npz with arrays 'mu' and 'sigma': {error}") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"{path}: expected mu (D,) and sigma (D, D), got {mu.shape} and {sigma.shape}")
     return mu, sigma
@@ -229,9 +225,7 @@ def accumulate_features(
 def fid_from_stats(stats: FeatureStats, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
     """FID between accumulated statistics and reference ``(mu, sigma)``."""
     if stats.dim != mu_ref.shape[0]:
-        raise ValueError(
-            f"feature dimension {stats.dim} does not match reference statistics ({mu_ref.shape[0]})"
-        )
+        raise ValueError(f"feature dimension {stats.dim} does not match reference statistics ({mu_ref.shape[0]})")
     return frechet_distance(stats.mean(), stats.cov(), mu_ref, sigma_ref)
 
 
@@ -286,7 +280,10 @@ class FIDMetric:
         if self.fake is None or self.fake.count < 2:
             return MetricResult(skipped={"FID": "FID needs at least 2 images"})
         if self.reference is not None:
-            return MetricResult({"FID": fid_from_stats(self.fake, *self.reference)},
-                                {"fid_reference": "statistics file"})
+            return MetricResult(
+                {"FID": fid_from_stats(self.fake, *self.reference)}, {"fid_reference": "statistics file"}
+            )
         value = frechet_distance(self.fake.mean(), self.fake.cov(), self.real.mean(), self.real.cov())
-        return MetricResult({"FID": value}, {"fid_reference": f"the {self.real.count} real images of the evaluated split"})
+        return MetricResult(
+            {"FID": value}, {"fid_reference": f"the {self.real.count} real images of the evaluated split"}
+        )

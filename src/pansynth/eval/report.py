@@ -19,8 +19,15 @@ from pansynth.files import atomic_write_text, keep_old
 from pansynth.run_files import CONFIG_FILE, METRICS_FILE, SAMPLES_DIR
 from pansynth.viz import pyplot, save_figure
 
-__all__ = ["embed_image", "html_page", "loss_section", "plot_losses", "read_metrics_log", "write_page",
-           "write_run_report"]
+__all__ = [
+    "embed_image",
+    "html_page",
+    "loss_section",
+    "plot_losses",
+    "read_metrics_log",
+    "write_page",
+    "write_run_report",
+]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -38,7 +38,8 @@ TORCHVISION_SEGMENTATION_ARCHS = (
 
 
 def cityscapes_train_ids() -> dict[int, int]:
-    """Cityscapes label id -> train id (the 19 evaluation classes) of :data:`pansynth.data.cityscapes.CITYSCAPES_TRAIN_IDS`."""
+    """Cityscapes label id -> train id (the 19 evaluation classes), from
+    :data:`pansynth.data.cityscapes.CITYSCAPES_TRAIN_IDS`."""
     return {index: int(v) for index, v in enumerate(CITYSCAPES_TRAIN_IDS) if 0 <= int(v) < 19}
 
 
@@ -148,9 +149,7 @@ class SegmentationModel(nn.Module):
         if isinstance(logits, Mapping):
             logits = logits["out"]
         if logits.ndim != 4:
-            raise ValueError(
-                f"segmentation network must return logits (N, K, h, w), got {tuple(logits.shape)}"
-            )
+            raise ValueError(f"segmentation network must return logits (N, K, h, w), got {tuple(logits.shape)}")
         size = size or tuple(images.shape[-2:])
         if tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
@@ -188,9 +187,7 @@ def load_segmentation_model(
     if seg_arch is None:
         raise ValueError("no segmentation network given (--seg-model or --seg-arch with --seg-weights)")
     if seg_arch not in TORCHVISION_SEGMENTATION_ARCHS:
-        raise ValueError(
-            f"--seg-arch must be one of {', '.join(TORCHVISION_SEGMENTATION_ARCHS)}, got {seg_arch!r}"
-        )
+        raise ValueError(f"--seg-arch must be one of {', '.join(TORCHVISION_SEGMENTATION_ARCHS)}, got {seg_arch!r}")
     if seg_weights is None:
         raise FileNotFoundError(f"--seg-arch {seg_arch} needs --seg-weights PATH (a local state dict)")
     if num_classes is None:
@@ -209,9 +206,7 @@ def load_segmentation_model(
     try:
         network.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(
-            f"--seg-weights {path} does not fit {seg_arch} with {num_classes} classes: {error}"
-        ) from None
+        raise ValueError(f"--seg-weights {path} does not fit {seg_arch} with {num_classes} classes: {error}") from None
     return SegmentationModel(network.eval(), normalize=normalize).eval()
 
 
@@ -326,8 +321,13 @@ class SegmentationMetric:
 
     names = ("mIoU", "accuracy")
 
-    def __init__(self, model: SegmentationModel, num_classes: int, label_map: Mapping[int, int] | None = None,
-                 ignore_index: int | None = None) -> None:
+    def __init__(
+        self,
+        model: SegmentationModel,
+        num_classes: int,
+        label_map: Mapping[int, int] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
         self.model = model
         self.label_map = label_map
         self.ignore_index = ignore_index

@@ -93,9 +93,7 @@ def pair_contrasts(
         Tensor[P] float64, one contrast per pair, in the order of :func:`touching_pairs`.
     """
     if image.ndim != 3 or image.shape[0] != 3 or image.shape[1:] != panoptic.shape:
-        raise ValueError(
-            f"image must be (3, H, W) matching panoptic {tuple(panoptic.shape)}, got {tuple(image.shape)}"
-        )
+        raise ValueError(f"image must be (3, H, W) matching panoptic {tuple(panoptic.shape)}, got {tuple(image.shape)}")
     if width < 1:
         raise ValueError(f"band width must be >= 1, got {width}")
     pairs = touching_pairs(panoptic, semantic, thing_classes)

@@ -53,9 +53,7 @@ def _as_tensor(panoptic: Tensor | np.ndarray) -> Tensor:
     if isinstance(panoptic, np.ndarray):
         panoptic = torch.from_numpy(panoptic.astype(np.int64))
     if panoptic.ndim != 2 or panoptic.dtype.is_floating_point or panoptic.dtype == torch.bool:
-        raise ValueError(
-            f"panoptic must be an (H, W) integer map, got {tuple(panoptic.shape)} {panoptic.dtype}"
-        )
+        raise ValueError(f"panoptic must be an (H, W) integer map, got {tuple(panoptic.shape)} {panoptic.dtype}")
     return panoptic.long()
 
 
@@ -67,9 +65,7 @@ def upsampling_counts(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[di
         raise ValueError(f"levels must be >= 1, got {levels}")
     height, width = panoptic.shape
     if min(height, width) < 2**levels:
-        raise ValueError(
-            f"a {height}x{width} map is too small for {levels} upsampling levels (stride {2**levels})"
-        )
+        raise ValueError(f"a {height}x{width} map is too small for {levels} upsampling levels (stride {2**levels})")
     results = []
     for level in range(levels, 0, -1):
         stride = 2**level
@@ -160,8 +156,10 @@ def dataset_upsampling_stats(panoptic_maps: Iterable[Tensor], levels: int = 5) -
 def format_table(stats: list[dict], image_size: tuple[int, int] | None = None) -> str:
     """Plain-text table of :func:`dataset_upsampling_stats` (percent of the newly generated pixels,
     the paper's Figure 4; the shares of all pixels beside them)."""
-    lines = [f"{'step':>20}  {'misaligned %':>12}  {'holes %':>8}  {'(of all pixels:':>16} {'misaligned %':>12}  "
-             f"{'holes %)':>8}"]
+    lines = [
+        f"{'step':>20}  {'misaligned %':>12}  {'holes %':>8}  {'(of all pixels:':>16} {'misaligned %':>12}  "
+        f"{'holes %)':>8}"
+    ]
     for row in stats:
         step = _step_label(row["stride"], image_size).replace("\n→", " -> ").replace("→", " -> ")
         lines.append(

@@ -161,12 +161,17 @@ def run_ablation(
     segmenter_real = None
     if segmenter_steps > 0 and networks.seg_model is None:
         base = configs[(VARIANTS[0][0], seeds[0])]
-        model, segmenter_real = _proxy_segmenter(base, root, split, out_dir / "segmenter.pt", segmenter_steps,
-                                                 device, limit)
+        model, segmenter_real = _proxy_segmenter(
+            base, root, split, out_dir / "segmenter.pt", segmenter_steps, device, limit
+        )
         num_classes = segmenter_real.pop("num_classes")
         # The proxy predicts the dataset's own classes: compare class for class.
-        networks = replace(networks, seg_model=model, seg_num_classes=num_classes,
-                           seg_label_map={index: index for index in range(num_classes)})
+        networks = replace(
+            networks,
+            seg_model=model,
+            seg_num_classes=num_classes,
+            seg_label_map={index: index for index in range(num_classes)},
+        )
     rows = []
     skipped: dict[str, str] = {}
     for key, label, switches in VARIANTS:
@@ -177,8 +182,9 @@ def run_ablation(
             run_dir = out_dir / f"{key}-seed{seed}"
             print(f"[ablate] {label.strip()} (seed {seed}): training {budget} steps into {run_dir}", flush=True)
             train_fn(run_config, run_dir)
-            result = _evaluate_run(run_config, run_dir, root, split, batch_size, device, limit, networks,
-                                   separation_width)
+            result = _evaluate_run(
+                run_config, run_dir, root, split, batch_size, device, limit, networks, separation_width
+            )
             runs.append({"seed": seed, "run_dir": str(run_dir), "metrics": result["metrics"]})
             skipped.update(result.get("skipped", {}))
             for metric, value in result["metrics"].items():
@@ -236,8 +242,9 @@ def _markdown(summary: dict, segmenter_steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _evaluate_run(config, run_dir: Path, root, split, batch_size, device, limit, networks: MetricNetworks,
-                  separation_width: int) -> dict:
+def _evaluate_run(
+    config, run_dir: Path, root, split, batch_size, device, limit, networks: MetricNetworks, separation_width: int
+) -> dict:
     """Evaluate one run into ``run_dir/eval``, reusing an evaluation of the same weights and set-up."""
     eval_dir = run_dir / "eval"
     generator = load_generator(run_dir, device=resolve_device(device))
@@ -253,8 +260,9 @@ def _evaluate_run(config, run_dir: Path, root, split, batch_size, device, limit,
             print(f"[ablate] reusing the evaluation in {eval_dir}", flush=True)
             return stored
     keep_old(eval_dir)  # an evaluation of older weights is kept as eval.bak
-    dataset = build_dataset(config.data.dataset, root, split=split,
-                            transform=eval_transform(config.data.dataset, run_dir))
+    dataset = build_dataset(
+        config.data.dataset, root, split=split, transform=eval_transform(config.data.dataset, run_dir)
+    )
     return evaluate_generator(
         generator, dataset, eval_dir, networks, separation_width=separation_width, batch_size=batch_size,
         device=device, limit=limit, extra={"setup": setup},
@@ -268,8 +276,9 @@ def _proxy_segmenter(config, root, split, path: Path, steps: int, device: str, l
     if path.is_file():
         print(f"[ablate] reusing the proxy segmenter {path}", flush=True)
     else:
-        train_set = build_dataset(dataset_name, root, split=config.data.split,
-                                  transform=eval_transform(dataset_name, None, size))
+        train_set = build_dataset(
+            dataset_name, root, split=config.data.split, transform=eval_transform(dataset_name, None, size)
+        )
         print(f"[ablate] training a proxy segmenter for {steps} steps on {len(train_set)} real images", flush=True)
         model = train_proxy_segmenter(train_set, steps=steps, seed=config.seed, device=resolve_device(device))
         save_torchscript(model, path)
@@ -284,8 +293,11 @@ def _proxy_segmenter(config, root, split, path: Path, steps: int, device: str, l
             target[target == val_set.ignore_index] = -1
         confusion.update(model(sample["image"][None]), target[None])
     scores = confusion.compute()
-    return model, {"mIoU": 100 * scores["miou"], "accuracy": 100 * scores["accuracy"],
-                   "num_classes": val_set.num_classes}
+    return model, {
+        "mIoU": 100 * scores["miou"],
+        "accuracy": 100 * scores["accuracy"],
+        "num_classes": val_set.num_classes,
+    }
 
 
 def command_line(argv: Sequence[str]) -> str:

@@ -91,7 +91,10 @@ def run_demo(
         log(f"[1/4] writing {DEMO_NUM_SCENES} synthetic scenes ({size[0]}x{size[1]}) to {data_dir}")
         write_synthetic_dataset(data_dir, DEMO_NUM_SCENES, tuple(size), seed=DEMO_SEED, val_fraction=DEMO_VAL_FRACTION)
 
-    log(f"[2/4] training the demo preset (paper's model, ngf={config.model.ngf}, {config.max_steps} steps) into {run_dir}")
+    log(
+        f"[2/4] training the demo preset (paper's model, ngf={config.model.ngf}, {config.max_steps} steps) "
+        f"into {run_dir}"
+    )
     train(config, run_dir)
 
     val = build_dataset("folder", data_dir, split="val")

@@ -44,9 +44,7 @@ class NLayerDiscriminator(nn.Module):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         layers: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(in_channels, ndf, _KERNEL, stride=2, padding=_PADDING), nn.LeakyReLU(_LRELU_SLOPE)
-            )
+            nn.Sequential(nn.Conv2d(in_channels, ndf, _KERNEL, stride=2, padding=_PADDING), nn.LeakyReLU(_LRELU_SLOPE))
         ]
         channels = ndf
         for index in range(1, num_layers):
@@ -55,9 +53,7 @@ class NLayerDiscriminator(nn.Module):
             conv = nn.Conv2d(previous, channels, _KERNEL, stride=stride, padding=_PADDING, bias=False)
             if spectral:
                 conv = spectral_norm(conv)
-            layers.append(
-                nn.Sequential(conv, nn.InstanceNorm2d(channels, affine=False), nn.LeakyReLU(_LRELU_SLOPE))
-            )
+            layers.append(nn.Sequential(conv, nn.InstanceNorm2d(channels, affine=False), nn.LeakyReLU(_LRELU_SLOPE)))
         layers.append(nn.Sequential(nn.Conv2d(channels, 1, _KERNEL, stride=1, padding=_PADDING)))
         self.layers = nn.ModuleList(layers)
 
@@ -122,12 +118,7 @@ class MultiscaleDiscriminator(nn.Module):
         init_weights(self, init)
 
     def forward(self, image: Tensor, semantic: Tensor, panoptic: Tensor) -> list[list[Tensor]]:
-        if (
-            not isinstance(image, Tensor)
-            or image.dim() != 4
-            or image.shape[1] != 3
-            or not image.is_floating_point()
-        ):
+        if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3 or not image.is_floating_point():
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"image must be an (N, 3, H, W) floating-point tensor, got {shape}")
         check_label_inputs(semantic, panoptic)

@@ -270,7 +270,9 @@ class Generator(nn.Module):
         if tuple(semantic.shape[-2:]) != self.output_size:
             h, w = semantic.shape[-2:]
             eh, ew = self.output_size
-            raise ValueError(f"semantic/panoptic maps are {h}x{w} but this generator (size={eh}x{ew}) expects {eh}x{ew}")
+            raise ValueError(
+                f"semantic/panoptic maps are {h}x{w} but this generator (size={eh}x{ew}) expects {eh}x{ew}"
+            )
 
     def _upsample(self, index: int, x: Tensor, semantic: Tensor, panoptic: Tensor) -> Tensor:
         if self.upsample_layers is None:

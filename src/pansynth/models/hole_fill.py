@@ -247,7 +247,9 @@ def _hole_fill_op_backward(ctx, grad_output):
     grads = torch.ops.pansynth.hole_fill_backward(
         grad_output, upsampled, matched, semantic_high, panoptic_high, weight, bias, proj_weight, proj_bias, *ctx.flags
     )
-    grad_up, grad_w, grad_b, grad_pw, grad_pb = (g if p else None for g, p in zip(grads, [True, True, *ctx.present[5:]]))
+    grad_up, grad_w, grad_b, grad_pw, grad_pb = (
+        g if p else None for g, p in zip(grads, [True, True, *ctx.present[5:]])
+    )
     return grad_up, None, None, None, grad_w, grad_b, grad_pw, grad_pb, None, None, None, None
 
 

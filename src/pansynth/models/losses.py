@@ -50,9 +50,7 @@ def _logits(outputs) -> list[Tensor]:
         elif isinstance(scale, Sequence) and len(scale) > 0 and isinstance(scale[-1], Tensor):
             logits.append(scale[-1])
         else:
-            raise ValueError(
-                "each scale's output must be a tensor or a non-empty list of feature maps (logits last)"
-            )
+            raise ValueError("each scale's output must be a tensor or a non-empty list of feature maps (logits last)")
     return logits
 
 
@@ -96,9 +94,7 @@ def hinge_loss_g(fake_outputs) -> Tensor:
     return GANHingeLoss()(fake_outputs, target_is_real=True, for_discriminator=False)
 
 
-def feature_matching_loss(
-    real_outputs: Sequence[Sequence[Tensor]], fake_outputs: Sequence[Sequence[Tensor]]
-) -> Tensor:
+def feature_matching_loss(real_outputs: Sequence[Sequence[Tensor]], fake_outputs: Sequence[Sequence[Tensor]]) -> Tensor:
     """Discriminator feature matching: ``(1 / S) * sum_s sum_l L1(fake_sl, real_sl.detach())``.
 
     ``l`` runs over every feature map of a scale except the final logits; each L1 is the
@@ -115,14 +111,8 @@ def feature_matching_loss(
         )
     total = None
     for real_scale, fake_scale in zip(real_outputs, fake_outputs):
-        if (
-            isinstance(real_scale, Tensor)
-            or isinstance(fake_scale, Tensor)
-            or len(real_scale) != len(fake_scale)
-        ):
-            raise ValueError(
-                "feature matching needs, per scale, two lists of feature maps of the same length"
-            )
+        if isinstance(real_scale, Tensor) or isinstance(fake_scale, Tensor) or len(real_scale) != len(fake_scale):
+            raise ValueError("feature matching needs, per scale, two lists of feature maps of the same length")
         for real, fake in zip(real_scale[:-1], fake_scale[:-1]):
             term = F.l1_loss(fake, real.detach())
             total = term if total is None else total + term

@@ -111,13 +111,10 @@ class SPADENorm(nn.Module):
 
     def forward(self, x: Tensor, label: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.norm_channels:
-            raise ValueError(
-                f"SPADENorm expected x of shape (N, {self.norm_channels}, h, w), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"SPADENorm expected x of shape (N, {self.norm_channels}, h, w), got {tuple(x.shape)}")
         if label.dim() != 4 or label.shape[1] != self.label_channels:
             raise ValueError(
-                f"SPADENorm expected a label map of shape (N, {self.label_channels}, H, W), "
-                f"got {tuple(label.shape)}"
+                f"SPADENorm expected a label map of shape (N, {self.label_channels}, H, W), got {tuple(label.shape)}"
             )
         if isinstance(self.norm, nn.SyncBatchNorm):
             normalized = _sync_norm_forward(self.norm, x)
@@ -224,7 +221,9 @@ class SPADEResBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADENorm(in_channels, label_channels, hidden, param_free=norm)
 
-    def forward(self, x: Tensor, label: Tensor, panoptic: Tensor | None = None, plans: PlanCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, label: Tensor, panoptic: Tensor | None = None, plans: PlanCache | None = None
+    ) -> Tensor:
         if self.learned_shortcut:
             shortcut = self.conv_s(self.norm_s(x, label))
         else:

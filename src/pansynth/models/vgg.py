@@ -61,9 +61,7 @@ def _read_state_dict(path: Path) -> dict:
             "expected torchvision's VGG19 state dict saved with torch.save(model.state_dict(), path)"
         ) from error
     if not isinstance(state, dict):
-        raise ValueError(
-            f"{path} holds a {type(state).__name__}, expected a VGG19 state dict (a dict of tensors)"
-        )
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a VGG19 state dict (a dict of tensors)")
     return state
 
 
@@ -87,16 +85,13 @@ def load_vgg19_features(path: str | os.PathLike) -> nn.Sequential:
         raise FileNotFoundError(f"VGG19 weights file {path} not found: {VGG19_HELP}")
     state = _read_state_dict(path)
     if any(str(key).startswith("features.") for key in state):
-        state = {
-            key[len("features.") :]: value for key, value in state.items() if key.startswith("features.")
-        }
+        state = {key[len("features.") :]: value for key, value in state.items() if key.startswith("features.")}
     features = build_vgg19_features()
     expected = features.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
         raise ValueError(
-            f"{path} is not a torchvision VGG19 state dict: missing {len(missing)} keys such as "
-            f"'features.{missing[0]}'"
+            f"{path} is not a torchvision VGG19 state dict: missing {len(missing)} keys such as 'features.{missing[0]}'"
         )
     for key, tensor in expected.items():
         if not isinstance(state[key], Tensor) or tuple(state[key].shape) != tuple(tensor.shape):

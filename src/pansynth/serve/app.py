@@ -66,6 +66,7 @@ Renderer = Callable[[np.ndarray, np.ndarray], bytes]
 
 def make_renderer(generator: nn.Module) -> Renderer:
     """The worker's job: maps (ndarray[H, W] int64 each) -> PNG bytes of the synthesized image."""
+
     def render(semantic: np.ndarray, panoptic: np.ndarray) -> bytes:
         image = synthesize(generator, torch.from_numpy(semantic), torch.from_numpy(panoptic))
         return encode_png(image_to_uint8(image))

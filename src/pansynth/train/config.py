@@ -166,11 +166,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped with the package."""
-    return sorted(
-        entry.name[: -len(".yaml")]
-        for entry in _preset_dir().iterdir()
-        if entry.name.endswith(".yaml")
-    )
+    return sorted(entry.name[: -len(".yaml")] for entry in _preset_dir().iterdir() if entry.name.endswith(".yaml"))
 
 
 def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
@@ -255,9 +251,19 @@ def validate(config: TrainConfig, source: str = "config") -> None:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ValueError(f"{source}: {key} must be one of {', '.join(choices)}, got {flat[key]!r}")
-    positive = ("batch_size", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-                "model.ngf", "model.spade_hidden", "discriminator.ndf", "discriminator.num_scales",
-                "discriminator.num_layers", "optim.epochs")
+    positive = (
+        "batch_size",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "model.ngf",
+        "model.spade_hidden",
+        "discriminator.ndf",
+        "discriminator.num_scales",
+        "discriminator.num_layers",
+        "optim.epochs",
+    )
     for key in positive:
         if flat[key] <= 0:
             raise ValueError(f"{source}: {key} must be a positive integer, got {flat[key]}")
@@ -276,8 +282,7 @@ def validate(config: TrainConfig, source: str = "config") -> None:
     decay = config.optim.decay_start_epoch
     if decay is not None and not 0 <= decay < config.optim.epochs:
         raise ValueError(
-            f"{source}: optim.decay_start_epoch must be in [0, optim.epochs={config.optim.epochs}) or null, "
-            f"got {decay}"
+            f"{source}: optim.decay_start_epoch must be in [0, optim.epochs={config.optim.epochs}) or null, got {decay}"
         )
     if config.loss.lambda_feat < 0 or config.loss.lambda_vgg < 0:
         raise ValueError(f"{source}: loss.lambda_feat and loss.lambda_vgg must be >= 0")
@@ -321,8 +326,9 @@ def _resolve_aliases(values: dict[str, Any], source: str) -> dict[str, Any]:
             if not isinstance(target, dict):
                 raise ValueError(f"{source}: {target_section} must be a mapping of keys")
             if target_name in target and target[target_name] != value:
-                raise ValueError(f"{source}: {alias} and {key} are the same setting but differ ({value!r}, "
-                                 f"{target[target_name]!r})")
+                raise ValueError(
+                    f"{source}: {alias} and {key} are the same setting but differ ({value!r}, {target[target_name]!r})"
+                )
             target[target_name] = value
             values[target_section] = target
     return values

@@ -48,9 +48,7 @@ __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "lr_factor", "t
 NUM_SAMPLE_ROWS = 4
 # Signals that end a run cleanly (after the current step, with a checkpoint). SLURM sends SIGUSR1
 # ahead of a time limit with --signal; clusters preempt with SIGTERM.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
-)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 class TrainingDiverged(ValueError):
@@ -262,8 +260,9 @@ class Trainer:
         self.ema = EMA(generator, config.ema) if config.ema is not None else None
         sync = model.norm == "syncbatch"
         # Hole filling may find no unmatched pixel in a batch, leaving its 1x1 projections unused.
-        self.G = distributed.wrap_ddp(generator, self.dist, sync_batchnorm=sync,
-                                      find_unused_parameters=model.upsample == "panoptic")
+        self.G = distributed.wrap_ddp(
+            generator, self.dist, sync_batchnorm=sync, find_unused_parameters=model.upsample == "panoptic"
+        )
         self.D = distributed.wrap_ddp(discriminator, self.dist, sync_batchnorm=sync)
         optim = config.optim
         betas = (optim.beta1, optim.beta2)
@@ -503,8 +502,10 @@ class Trainer:
         self.G.train()
         self.D.train()
         stopping = False
-        with Monitor(self.run_dir, total, self.step, self.resumed, self.config.batch_size, main) as monitor, \
-                _StopSignals() as stop:
+        with (
+            Monitor(self.run_dir, total, self.step, self.resumed, self.config.batch_size, main) as monitor,
+            _StopSignals() as stop,
+        ):
             while self.step < total and self.epoch < self.config.optim.epochs and not stopping:
                 finished_epoch = True
                 for batch in self._loader():
@@ -512,8 +513,11 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     if self.step % self.config.log_every == 0 or self.step == total:
-                        monitor.log(self.step, self.epoch, {"lr_G": self.opt_G.param_groups[0]["lr"],
-                                                            "lr_D": self.opt_D.param_groups[0]["lr"]})
+                        monitor.log(
+                            self.step,
+                            self.epoch,
+                            {"lr_G": self.opt_G.param_groups[0]["lr"], "lr_D": self.opt_D.param_groups[0]["lr"]},
+                        )
                     if self.step % self.config.sample_every == 0 and main:
                         monitor.samples(self.step, self.sample_grid())
                     if self.step % self.config.checkpoint_every == 0:

@@ -42,14 +42,16 @@ class GANObjective:
         if config.lambda_vgg > 0:
             self.vgg = VGGPerceptualLoss(config.vgg_weights, input=config.vgg_input).to(device)
 
-    def _discriminate(self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor,
-                      panoptic: Tensor) -> tuple[Outputs, Outputs]:
+    def _discriminate(
+        self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor, panoptic: Tensor
+    ) -> tuple[Outputs, Outputs]:
         both = torch.cat([fake, real.to(fake.dtype)])
         outputs = discriminator(both, torch.cat([semantic, semantic]), torch.cat([panoptic, panoptic]))
         return _split(outputs, fake.shape[0])
 
-    def generator_losses(self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor,
-                         panoptic: Tensor) -> dict[str, Tensor]:
+    def generator_losses(
+        self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor, panoptic: Tensor
+    ) -> dict[str, Tensor]:
         """``{"G_gan", "G_feat" (if lambda_feat > 0), "G_vgg" (if lambda_vgg > 0), "G_total"}``.
 
         The discriminator's own gradients are not wanted here: the caller freezes it.
@@ -64,8 +66,9 @@ class GANObjective:
         losses["G_total"] = sum(losses.values())
         return losses
 
-    def discriminator_losses(self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor,
-                             panoptic: Tensor) -> dict[str, Tensor]:
+    def discriminator_losses(
+        self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor, panoptic: Tensor
+    ) -> dict[str, Tensor]:
         """``{"D_real", "D_fake", "D_total"}`` on the (detached) generated images."""
         fake_out, real_out = self._discriminate(discriminator, fake.detach(), real, semantic, panoptic)
         losses = {

@@ -48,8 +48,9 @@ class Monitor:
         enabled: this process reports (the main process).
     """
 
-    def __init__(self, run: RunDirectory, total: int, step: int, resumed: bool, batch_size: int,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, run: RunDirectory, total: int, step: int, resumed: bool, batch_size: int, enabled: bool = True
+    ) -> None:
         self.run = run
         self.enabled = enabled
         self.batch_size = batch_size
@@ -60,8 +61,9 @@ class Monitor:
         if enabled:
             purge = step + 1 if resumed else None
             self.writer = SummaryWriter(str(run.path / TENSORBOARD_DIR), purge_step=purge)
-        self.bar = tqdm(total=total, initial=step, disable=not enabled, dynamic_ncols=True, desc="train",
-                        file=sys.stderr)
+        self.bar = tqdm(
+            total=total, initial=step, disable=not enabled, dynamic_ncols=True, desc="train", file=sys.stderr
+        )
 
     def step(self, losses: dict[str, float]) -> None:
         """Add one step's losses to the running averages and advance the bar."""
