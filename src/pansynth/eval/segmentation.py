@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pansynth.data.cityscapes import CITYSCAPES_TRAIN_IDS
 from pansynth.eval.metric import EvalBatch, MetricResult
+from pansynth.files import atomic_write
 from pansynth.models.losses import IMAGENET_MEAN, IMAGENET_STD
 
 TORCHVISION_SEGMENTATION_ARCHS = (
@@ -298,15 +299,11 @@ def save_torchscript(model: SegmentationModel, path: str | Path) -> Path:
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
     network = model.network.cpu().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(network)
-        tmp = path.with_name(f".{path.name}.tmp")
-        scripted.save(str(tmp))
-    tmp.replace(path)
-    return path
+        return atomic_write(path, lambda temporary: scripted.save(str(temporary)))
 
 
 class SegmentationMetric:

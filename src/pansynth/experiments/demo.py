@@ -107,7 +107,7 @@ def run_demo(
     separation = evaluate_images(val, synth_dir, device="cpu")
     write_demo_page(run_dir, val, synth_dir, html_path, separation)
     minutes = (time.perf_counter() - start) / 60
-    serve = f"pansynth serve --checkpoint {shlex.quote(str(run_dir))}"
+    serve = f"pansynth serve --checkpoint {shlex.quote(str(run_dir))} --root {shlex.quote(str(data_dir))} --split val"
     log(
         f"done in {minutes:.1f} min.\n"
         f"  results page:       {html_path.resolve()}\n"
@@ -173,6 +173,7 @@ def write_demo_page(run_dir: Path, dataset, synth_dir: Path, html_path: Path, ev
         "<h2>Training losses</h2>",
         loss_section(run_dir),
         "<h2>Next</h2><p>Paint your own panoptic map and watch the image appear: "
-        f"<code>pansynth serve --checkpoint {html.escape(shlex.quote(str(run_dir)))}</code></p>",
+        f"<code>pansynth serve --checkpoint {html.escape(shlex.quote(str(run_dir)))} --root "
+        f"{html.escape(shlex.quote(str(run_dir.parent / 'data')))} --split val</code></p>",
     ]
     return write_page(html_path, "pansynth demo", sections)

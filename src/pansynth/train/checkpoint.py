@@ -1,10 +1,10 @@
 """Atomic, rotated training checkpoints that load without unpickling arbitrary objects.
 
 A checkpoint is one dict of tensors and plain containers (state dicts, ints, floats, strings,
-the config as a nested dict, RNG states as tensors) written with :func:`torch.save` to
-``checkpoints/step_XXXXXXXX.pt.tmp``, flushed and fsynced, then renamed with :func:`os.replace`
-to ``step_XXXXXXXX.pt`` (and the directory fsynced). A process killed at any moment leaves
-either the previous checkpoints untouched or the new one complete. Loading uses
+the config as a nested dict, RNG states as tensors) written with :func:`torch.save` through
+:func:`pansynth.files.atomic_write` (a temporary file beside it, fsynced, renamed to
+``step_XXXXXXXX.pt``). A process killed at any moment leaves either the previous checkpoints
+untouched or the new one complete. Loading uses
 ``torch.load(weights_only=True)`` and walks back from the newest file to the first one that loads.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pansynth.files import fsync_dir
+from pansynth.files import atomic_write
 from pansynth.models import Generator
 from pansynth.run_files import checkpoint_path, list_checkpoints
 
@@ -48,14 +48,7 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(directory, step)
-    tmp = final.with_name(final.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    fsync_dir(directory)
+    final = atomic_write(checkpoint_path(directory, step), lambda temporary: torch.save(state, temporary))
     if keep is not None and keep > 0:
         for _, old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)
