@@ -99,3 +99,11 @@ def test_the_command_line_imports_its_groups_explicitly():
     source = (PACKAGE / "cli" / "main.py").read_text(encoding="utf-8")
     assert "importlib" not in source and "__import__" not in source
     assert "from pansynth.cli import" in source
+
+
+def test_no_import_hides_behind_a_string():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                assert name not in ("import_module", "__import__"), f"{path.relative_to(PACKAGE)}: {name}"

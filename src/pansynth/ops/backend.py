@@ -15,7 +15,6 @@ the PyTorch engine; ``triton`` takes the Triton kernels wherever they can run th
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Literal
 
@@ -58,7 +57,7 @@ def triton_available(device: torch.device) -> bool:
     if device.type not in ("cuda", "cpu") or (device.type == "cpu" and not _interpreting()):
         return False
     try:
-        kernels = importlib.import_module("pansynth.ops._triton")
+        from pansynth.ops import _triton as kernels  # imports triton: only when the engine is asked about
     except ImportError:  # triton is not installed, or the kernels are not part of this build
         return False
     return bool(kernels.is_available(device))

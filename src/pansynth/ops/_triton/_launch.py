@@ -7,7 +7,6 @@ compiled and interpreted kernels) is imported on the first launch.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import sys
 from contextlib import nullcontext
@@ -30,7 +29,7 @@ _KERNELS_MODULE = "pansynth.ops._triton._kernels"
 @functools.lru_cache(maxsize=1)
 def _triton_importable() -> bool:
     try:
-        importlib.import_module("triton")
+        import triton  # noqa: F401  (imported on first use: TRITON_INTERPRET must be set before)
     except Exception:  # a missing or broken install: the kernels are unavailable, not the library
         return False
     return True
@@ -56,7 +55,10 @@ def is_available(device: torch.device) -> bool:
 
 
 def _kernels() -> ModuleType:
-    return importlib.import_module(_KERNELS_MODULE)
+    # The jit kernels are defined on first launch, when the interpreter setting is known.
+    from pansynth.ops._triton import _kernels as kernels
+
+    return kernels
 
 
 # --- argument checks -------------------------------------------------------------------------
