@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pansynth.data import build_dataset
 from pansynth.data.synthetic import write_synthetic_dataset
 from pansynth.eval.evaluate import evaluate_images, read_png
@@ -151,16 +149,10 @@ def write_demo_page(run_dir: Path, dataset, synth_dir: Path, html_path: Path, ev
             )
     if not triplets:
         raise FileNotFoundError(f"no synthesized held-out scenes found in {synth_dir}")
-    # Two (panoptic | generated | real) triplets per row, with a wider gap between the pairs.
-    gap = np.full((triplets[0][0].shape[0], 4, 3), 255, dtype=np.uint8)
-    rows = []
-    for i in range(0, len(triplets), 2):
-        pair = triplets[i : i + 2]
-        row = [*pair[0]]
-        if len(pair) == 2:
-            row += [gap, *pair[1]]
-        rows.append(row)
-    grid_path = save_png(tile(rows, gap=2, scale=GRID_SCALE), html_path.parent / "heldout_panoptic_generated_real.png")
+    # Two (panoptic | generated | real) triplets per row, a wider gap between the two.
+    triplets = [tile([triplet], gap=2, scale=GRID_SCALE) for triplet in triplets]
+    rows = [triplets[i : i + 2] for i in range(0, len(triplets), 2)]
+    grid_path = save_png(tile(rows, gap=16), html_path.parent / "heldout_panoptic_generated_real.png")
     sections = [
         "<h1>pansynth demo: panoptic-based image synthesis on procedural scenes</h1>",
         f"<p>The paper's model (panoptic-aware convolution and upsampling) trained on the demo scenes "
