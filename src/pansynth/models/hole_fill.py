@@ -85,7 +85,8 @@ class HoleFillingUpsample(nn.Module):
         if torch.compiler.is_compiling():
             # The holes are found with a data-dependent nonzero: one opaque op keeps the graph whole.
             return torch.ops.pansynth.hole_fill(*arguments)
-        return fill_holes(*arguments)
+        # upsampled is this call's own tensor: the fill is written into it rather than into a copy.
+        return fill_holes(*arguments, inplace=True)
 
     def hole_features(self, semantic_high: Tensor, panoptic_high: Tensor, positions: Tensor) -> Tensor:
         """``proj(first_layer(S_high [⊕ B_high], P_high))`` at ``positions`` (Tensor[n, 3] of (batch, y, x)).
@@ -163,8 +164,12 @@ def fill_holes(
     boundary: bool,
     num_classes: int,
     ignore_index: int | None,
+    inplace: bool = False,
 ) -> Tensor:
-    """Eq. 3 given Algorithm 1's result: ``upsampled + (1 - matched) * hole_features`` (Tensor[N, C, 2h, 2w])."""
+    """Eq. 3 given Algorithm 1's result: ``upsampled + (1 - matched) * hole_features`` (Tensor[N, C, 2h, 2w]).
+
+    With ``inplace`` the features are written into ``upsampled`` (which must be the caller's own).
+    """
     holes = (matched[:, 0] == 0).nonzero()
     if len(holes) == 0:
         return upsampled
@@ -175,6 +180,8 @@ def fill_holes(
     # upsampled is 0 at the holes, so writing the fill there equals adding (1 - M) * fill (eq. 3).
     batch, rows, cols = (index[:, None] for index in holes.unbind(1))
     channels = torch.arange(upsampled.shape[1], device=holes.device)[None, :]
+    if inplace:
+        return upsampled.index_put_((batch, channels, rows, cols), fill)
     return upsampled.index_put((batch, channels, rows, cols), fill)
 
 
