@@ -27,6 +27,7 @@ __all__ = [
     "SAMPLES_DIR",
     "TENSORBOARD_DIR",
     "checkpoint_path",
+    "is_own_leftover",
     "list_checkpoints",
 ]
 
@@ -38,6 +39,14 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 TENSORBOARD_DIR = "tb"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8,})\.pt$")
+# What a killed trainer can leave at the top of a run directory before config.yaml exists: the
+# lock and the temporaries of pansynth's own atomic writes (".config.yaml.XXXX.tmp").
+_LEFTOVER_PATTERN = re.compile(rf"^\.({re.escape(CONFIG_FILE)}|{re.escape(METRICS_FILE)})\..+\.tmp$")
+
+
+def is_own_leftover(path: Path) -> bool:
+    """True for the lock file and the temporaries of pansynth's own writes at the top of a run directory."""
+    return path.name == LOCK_FILE or (bool(_LEFTOVER_PATTERN.match(path.name)) and path.is_file())
 
 
 def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:

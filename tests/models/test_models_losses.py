@@ -143,9 +143,9 @@ def test_vgg_missing_or_wrong_file(tmp_path):
         load_vgg19_features(wrong)
     not_dict = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], not_dict)
-    with pytest.raises(ValueError, match="expected a VGG19 state dict"):
+    with pytest.raises(ValueError, match="holds a list, not a VGG19 weights file"):
         load_vgg19_features(not_dict)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="could not be read"):
+    with pytest.raises(ValueError, match="is not a readable VGG19 weights file"):
         load_vgg19_features(garbage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from pansynth.choices import DATASET_NAMES
@@ -44,8 +45,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):
+        raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
     if args.split and not args.root:
         raise ValueError("--split needs --root DIR")
     try:

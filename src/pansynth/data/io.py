@@ -6,6 +6,7 @@ any decoding problem into a ``ValueError`` / ``FileNotFoundError`` that names th
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,22 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def _open(path: Path) -> Image.Image:
-    """Open and fully decode ``path``, reporting missing/unreadable/truncated files by name."""
+    """Open and fully decode ``path``, reporting missing/unreadable/truncated/oversized files by name."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: both are refused here,
+            # from the header, before a small file unpacks into gigabytes (a decompression bomb).
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"{path}: image too large to decode safely ({error}); a map or photo of this size is not a dataset "
+            "image (a decompression bomb?)"
+        ) from None
     except UnidentifiedImageError as error:
         raise ValueError(f"{path}: not a readable image file ({error})") from error
     except (OSError, SyntaxError) as error:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pansynth.eval.metric import EvalBatch, MetricResult
+from pansynth.weights import read_state_dict
 
 # Cityscapes names that map to a COCO category of another name.
 _NAME_ALIASES = {"rider": "person", "motorbike": "motorcycle", "bike": "bicycle", "aeroplane": "airplane"}
@@ -158,16 +158,10 @@ def load_detector(weights_path: str | Path | None, num_classes: int = 91, min_si
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"detector weights {path} not found. {DETECTOR_HELP}")
+    state = read_state_dict(path, "detector weights file")  # before building: a bad file fails fast
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
     network = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, min_size=min_size)
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - an unreadable file is a user error
-            raise ValueError(f"cannot read detector weights {path} (weights_only=True): {error}") from None
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as error:

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torch import Tensor
 
+from pansynth.data.io import read_image
 from pansynth.data.transforms import PRESET_NAMES, PairedTransform, preset
 from pansynth.devices import resolve_device
 from pansynth.eval.detection import DetectionMetric, Detector, coco_label_map, load_detector
@@ -40,7 +40,7 @@ from pansynth.eval.segmentation import (
 from pansynth.eval.separation import SeparationMetric
 from pansynth.files import keep_old
 from pansynth.run_files import CONFIG_FILE
-from pansynth.viz import colorize_panoptic, image_to_uint8, save_grid, uint8_to_image
+from pansynth.viz import colorize_panoptic, image_to_uint8, save_grid
 
 __all__ = [
     "MetricNetworks",
@@ -140,11 +140,9 @@ def build_metrics(
 def read_png(path: Path) -> Tensor:
     """Read an RGB image file as Tensor[3, H, W] float32 in [-1, 1]."""
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return read_image(path)  # the dataset readers' checks, decompression bombs included
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read synthesized image {path}: {error}") from None
-    return uint8_to_image(array)
+        raise ValueError(f"cannot read synthesized image {error}") from None
 
 
 def _find_image(images_dir: Path, name: str) -> Path:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pansynth.eval.metric import EvalBatch, MetricResult
 from pansynth.viz import images_to_uint8
+from pansynth.weights import read_state_dict
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
@@ -150,18 +150,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ValueError(f"cannot read Inception weights {path} as a state dict: {error}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return state
-
-
 class InceptionFeatures(nn.Module):
     """FID Inception-v3 (torch-fidelity / torchmetrics) returning 2048-d pool features.
 
@@ -188,7 +176,7 @@ def load_inception(weights_path: str | Path | None) -> InceptionFeatures:
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights {path} not found. {INCEPTION_HELP}")
-    state = _read_state_dict(path)
+    state = read_state_dict(path, "Inception weights file")
     from torchmetrics.image.fid import NoTrainInceptionV3  # pulls in torch-fidelity: only when FID is asked for
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision.models.segmentation as segmentation
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pansynth.data.cityscapes import CITYSCAPES_TRAIN_IDS
 from pansynth.eval.metric import EvalBatch, MetricResult
 from pansynth.files import atomic_write
 from pansynth.models.losses import IMAGENET_MEAN, IMAGENET_STD
+from pansynth.weights import read_state_dict
 
 TORCHVISION_SEGMENTATION_ARCHS = (
     "deeplabv3_resnet50",
@@ -196,12 +196,12 @@ def load_segmentation_model(
     path = Path(seg_weights)
     if not path.is_file():
         raise FileNotFoundError(f"segmentation weights {path} not found")
+    state = read_state_dict(path, "segmentation weights file", unwrap=("model",))  # before building: fails fast
     builder = getattr(segmentation, seg_arch)
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     if not seg_arch.startswith("lraspp"):
         kwargs["aux_loss"] = None
     network = builder(**kwargs)
-    state = _load_state_dict(path)
     # Checkpoints trained with an auxiliary head carry extra keys that inference does not need.
     state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
     try:
@@ -209,20 +209,6 @@ def load_segmentation_model(
     except RuntimeError as error:
         raise ValueError(f"--seg-weights {path} does not fit {seg_arch} with {num_classes} classes: {error}") from None
     return SegmentationModel(network.eval(), normalize=normalize).eval()
-
-
-def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - an unreadable file is a user error
-        raise ValueError(f"cannot read {path} as a state dict (weights_only=True): {error}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return state
 
 
 class ProxySegmenter(nn.Module):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from pansynth.weights import read_state_dict
 
 __all__ = ["VGG19_LAYERS", "VGG19_SLICES", "build_vgg19_features", "load_vgg19_features", "VGG19_HELP"]
 
@@ -48,23 +49,6 @@ def build_vgg19_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _read_state_dict(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or not a torch file
-        raise ValueError(
-            f"{path} could not be read as a torch state dict with weights_only=True ({error}); "
-            "expected torchvision's VGG19 state dict saved with torch.save(model.state_dict(), path)"
-        ) from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a VGG19 state dict (a dict of tensors)")
-    return state
-
-
 def load_vgg19_features(path: str | os.PathLike) -> nn.Sequential:
     """Load the frozen VGG19 ``features`` network from a local torchvision state dict.
 
@@ -78,12 +62,12 @@ def load_vgg19_features(path: str | os.PathLike) -> nn.Sequential:
 
     Raises:
         FileNotFoundError: the file does not exist (the message says how to obtain it).
-        ValueError: the file is not a VGG19 state dict.
+        ValueError: the file is unreadable or not a VGG19 state dict (one line, see :mod:`pansynth.weights`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VGG19 weights file {path} not found: {VGG19_HELP}")
-    state = _read_state_dict(path)
+    state = read_state_dict(path, "VGG19 weights file")
     if any(str(key).startswith("features.") for key in state):
         state = {key[len("features.") :]: value for key, value in state.items() if key.startswith("features.")}
     features = build_vgg19_features()

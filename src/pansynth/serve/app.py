@@ -19,6 +19,7 @@ it was synthesized is answered with 409 (see :mod:`pansynth.serve.worker`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import LimitedStream
 
 from pansynth.inference import synthesize
 from pansynth.serve.classes import ClassTable
@@ -45,6 +47,10 @@ DEFAULT_MAX_UPLOAD_BYTES = 8 * 2**20
 # An oversized body up to this size is read and dropped so that the client gets the 413 answer
 # (a server that closes the connection on unread data makes clients see a reset instead).
 _DRAIN_LIMIT_BYTES = 64 * 2**20
+# A client that stops sending the rest of a refused body holds its connection no longer than this.
+_DRAIN_TIMEOUT_S = 5.0
+# The two map files and the optional text fields, with room to spare; more parts are refused (400).
+MAX_FORM_PARTS = 8
 _STATIC_FILES = {
     "index.html": "text/html; charset=utf-8",
     "painter.js": "text/javascript; charset=utf-8",
@@ -137,8 +143,8 @@ class PainterApp:
         render: Renderer | None = None,
         title: str = "",
     ) -> None:
-        if max_upload_bytes < 1:
-            raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+        if not (math.isfinite(max_upload_bytes) and max_upload_bytes >= 1):
+            raise ValueError(f"max_upload_bytes must be a finite number >= 1, got {max_upload_bytes}")
         self.num_classes = int(generator.num_classes)
         self.ignore_index = None if generator.ignore_index is None else int(generator.ignore_index)
         self.size: tuple[int, int] = tuple(int(v) for v in generator.output_size)  # type: ignore[assignment]
@@ -171,7 +177,7 @@ class PainterApp:
         request = Request(environ)
         request.max_content_length = self.max_upload_bytes
         request.max_form_memory_size = self.max_upload_bytes
-        request.max_form_parts = 8
+        request.max_form_parts = MAX_FORM_PARTS
         try:
             self._check_origin(request)
             endpoint, values = self._routes.bind_to_environ(environ).match()
@@ -179,12 +185,21 @@ class PainterApp:
         except RequestError as error:
             response = json_error(str(error), error.status)
         except RequestEntityTooLarge:
+            # Werkzeug's form parser says "too large" for too many parts as well: tell the two apart.
+            too_large = self._body_too_large(request)
             self._drain(request)
-            response = json_error(
-                f"request body too large: the limit is {self.max_upload_bytes} bytes "
-                f"({self.max_upload_bytes / 2**20:.1f} MiB)",
-                413,
-            )
+            if too_large:
+                response = json_error(
+                    f"request body too large: the limit is {self.max_upload_bytes} bytes "
+                    f"({self.max_upload_bytes / 2**20:.1f} MiB)",
+                    413,
+                )
+            else:
+                response = json_error(
+                    f"the form has more than {MAX_FORM_PARTS} parts; send the PNG files 'semantic' and 'panoptic' "
+                    "and the optional fields of the API only",
+                    400,
+                )
         except HTTPException as error:
             response = json_error(f"{error.name}: {request.method} {request.path}", error.code or 400)
             if error.code == 405 and hasattr(error, "valid_methods"):
@@ -207,16 +222,47 @@ class PainterApp:
         if request.method not in ("GET", "HEAD") and origin is not None and urlsplit(origin).netloc.lower() != host:
             raise RequestError(f"requests from origin {origin!r} are refused: post from this server's page", 403)
 
+    def _body_too_large(self, request: Request) -> bool:
+        """After a RequestEntityTooLarge: was the body over the limit (else the form had too many parts)?"""
+        if request.content_length is not None:
+            return request.content_length > self.max_upload_bytes
+        stream = request.__dict__.get("stream")  # werkzeug caches the body stream it read from there
+        # A streamed (chunked) body is cut off where it passes the limit; a form of too many parts stops before.
+        return not isinstance(stream, LimitedStream) or stream.is_exhausted
+
     def _drain(self, request: Request) -> None:
+        """Read and drop what is left of a refused body, so that the client reads the answer, not a reset.
+
+        Only what the form parser has not consumed already is waited for (a Content-Length body is
+        read through werkzeug's own stream, which counts what was read; a chunked body through the
+        server's de-chunking stream, which ends at the last chunk), at most ``_DRAIN_LIMIT_BYTES``,
+        and a client that stops sending is given up after ``_DRAIN_TIMEOUT_S``: the connection is
+        then closed (every answer of this server closes its connection).
+        """
+        environ = request.environ
         length = request.content_length
-        if length is not None and length <= _DRAIN_LIMIT_BYTES:
-            stream = request.environ["wsgi.input"]
-            remaining = length
-            while remaining > 0:
-                chunk = stream.read(min(remaining, 2**16))
+        if length is None:
+            if "wsgi.input_terminated" not in environ:
+                return  # no length and no chunked framing: the body has no end to read up to
+            source: Any = environ["wsgi.input"]
+            budget = _DRAIN_LIMIT_BYTES
+        else:
+            if length > _DRAIN_LIMIT_BYTES:
+                return
+            stream = request.__dict__.get("stream")
+            source = stream if isinstance(stream, LimitedStream) else LimitedStream(environ["wsgi.input"], length)
+            budget = length
+        connection = environ.get("werkzeug.socket")
+        if connection is not None:
+            connection.settimeout(_DRAIN_TIMEOUT_S)
+        try:
+            while budget > 0:
+                chunk = source.read(min(budget, 2**16))
                 if not chunk:
                     break
-                remaining -= len(chunk)
+                budget -= len(chunk)
+        except (OSError, ValueError, HTTPException):
+            pass  # the client went away, stalled or sent a broken chunk: the answer is sent all the same
 
     def _read_maps(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """The checked (semantic, panoptic) maps of a multipart request with two PNG files."""

@@ -11,7 +11,6 @@ untouched or the new one complete. Loading uses
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from pansynth.files import atomic_write
 from pansynth.models import Generator
 from pansynth.run_files import checkpoint_path, list_checkpoints
+from pansynth.weights import WeightsError, read_torch_file
 
 __all__ = [
     "CheckpointError",
@@ -32,6 +32,7 @@ __all__ = [
     "load_generator_from_checkpoint",
     "load_latest_checkpoint",
     "rng_state",
+    "rotate_checkpoints",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -49,18 +50,22 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, kee
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = atomic_write(checkpoint_path(directory, step), lambda temporary: torch.save(state, temporary))
-    if keep is not None and keep > 0:
-        for _, old in list_checkpoints(directory)[:-keep]:
-            old.unlink(missing_ok=True)
+    rotate_checkpoints(directory, keep)
     return final
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; ``str()`` is one line naming the file and the reason."""
+def rotate_checkpoints(directory: str | Path, keep: int | None) -> list[Path]:
+    """Remove all but the newest ``keep`` finished checkpoints of ``directory`` (None or 0: keep all)."""
+    removed = []
+    if keep is not None and keep > 0:
+        for _, old in list_checkpoints(directory)[:-keep]:
+            old.unlink(missing_ok=True)
+            removed.append(old)
+    return removed
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path} {reason}")
-        self.path, self.reason = path, reason
+
+class CheckpointError(WeightsError):
+    """A checkpoint file that cannot be used; ``str()`` is one line naming the file and the reason."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -75,29 +80,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "weights_only" in str(error):
-            raise CheckpointError(
-                path,
-                "is not a pansynth checkpoint: it holds Python objects other than tensors and plain containers, "
-                "and such files are refused because loading them could run code",
-            ) from None
-        raise CheckpointError(path, f"is not a readable checkpoint (corrupt data: {_first_line(error)})") from None
-    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors...
-        raise CheckpointError(
-            path, f"is not a readable checkpoint (truncated or corrupt file: {_first_line(error)})"
-        ) from None
+        state = read_torch_file(path, "pansynth checkpoint", map_location)
+    except WeightsError as error:
+        raise CheckpointError(path, error.reason) from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(path, "is not a pansynth training checkpoint (no 'step' entry)")
     return state
 
 
 def _first_line(error: BaseException) -> str:
-    """The first line of an error's text, never torch's advice to load with ``weights_only=False``."""
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return "refused by the safe loader" if "weights_only" in line or "weights only" in line.lower() else line
+    return " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
 
 
 def load_generator_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Generator:

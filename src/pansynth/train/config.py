@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{source}: not valid YAML ({error})") from error
+        raise ValueError(f"{source}: not valid YAML ({yaml_error_line(error)})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of config keys at the top level")
     for override in overrides or []:
@@ -241,12 +242,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:
-        raise ValueError(f"override {text!r}: value is not valid YAML ({error})") from error
+        raise ValueError(f"override {text!r}: value is not valid YAML ({yaml_error_line(error)})") from None
     return key, value
 
 
+def yaml_error_line(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: the problem and where (``... at line 3, column 7``)."""
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def validate(config: TrainConfig, source: str = "config") -> None:
-    """Check choices and ranges; raise ValueError naming the key and what was expected."""
+    """Check choices and ranges; raise ValueError naming the key and what was expected.
+
+    Every range is written so that NaN fails it (``not value > 0``, not ``value <= 0``); float keys
+    are also finite, which :func:`config_from_dict` checks as it reads them."""
     flat = flatten(config.to_dict())
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
@@ -265,27 +279,33 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         "optim.epochs",
     )
     for key in positive:
-        if flat[key] <= 0:
+        if not flat[key] > 0:
             raise ValueError(f"{source}: {key} must be a positive integer, got {flat[key]}")
-    if config.max_steps is not None and config.max_steps < 0:
+    if config.max_steps is not None and not config.max_steps >= 0:
         raise ValueError(f"{source}: max_steps must be >= 0 or null, got {config.max_steps}")
-    if config.data.num_workers < 0:
+    if not config.data.num_workers >= 0:
         raise ValueError(f"{source}: data.num_workers must be >= 0, got {config.data.num_workers}")
     for key in ("data.load_size", "data.crop_size"):
         size = flat[key]
-        if size is not None and (len(size) != 2 or min(size) <= 0):
+        if size is not None and (len(size) != 2 or not min(size) > 0):
             raise ValueError(f"{source}: {key} must be [H, W] with positive sizes or null, got {size}")
     if config.ema is not None and not 0.0 <= config.ema < 1.0:
         raise ValueError(f"{source}: ema must be a decay in [0, 1) or null, got {config.ema}")
-    if config.optim.lr_g <= 0 or config.optim.lr_d <= 0:
-        raise ValueError(f"{source}: optim.lr_g and optim.lr_d must be positive")
+    for key in ("optim.lr_g", "optim.lr_d"):
+        if not flat[key] > 0:
+            raise ValueError(f"{source}: {key} must be a positive learning rate, got {flat[key]}")
+    for key in ("optim.beta1", "optim.beta2"):
+        # Adam's moment decays.
+        if not 0.0 <= flat[key] < 1.0:
+            raise ValueError(f"{source}: {key} must be an Adam decay in [0, 1), got {flat[key]}")
     decay = config.optim.decay_start_epoch
     if decay is not None and not 0 <= decay < config.optim.epochs:
         raise ValueError(
             f"{source}: optim.decay_start_epoch must be in [0, optim.epochs={config.optim.epochs}) or null, got {decay}"
         )
-    if config.loss.lambda_feat < 0 or config.loss.lambda_vgg < 0:
-        raise ValueError(f"{source}: loss.lambda_feat and loss.lambda_vgg must be >= 0")
+    for key in ("loss.lambda_feat", "loss.lambda_vgg"):
+        if not flat[key] >= 0:
+            raise ValueError(f"{source}: {key} must be a loss weight >= 0, got {flat[key]}")
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -406,4 +426,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     }.get(hint)
     if not ok:
         raise ValueError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        # .inf / .nan would pass into the run directory and then diverge or switch a loss off silently.
+        raise ValueError(f"{source}: {key} must be a finite number, got {value!r}")
     return hint(value)

@@ -165,6 +165,9 @@ class Trainer:
                 "lower batch_size"
             )
         self.image_size = self._model_size()
+        # The fixed samples go through the random crops and flips too: seeded, so that two identical
+        # runs (and a run and its resume) show the same samples.
+        distributed.seed_everything(config.seed)
         self.sample_batch = self._fixed_samples() if self.dist.is_main else None
         # Same initial weights on every rank (DDP also broadcasts rank 0's at wrapping).
         distributed.seed_everything(config.seed)
@@ -284,8 +287,8 @@ class Trainer:
             try:
                 self.run_dir.lock()
                 print_notes(self.state)
-                self.run_dir.write_config(self.config, self.state)
                 self.run_dir.clean_temporaries()
+                self.run_dir.write_config(self.config, self.state)
             except RunInUseError as error:
                 message = str(error)
             except OSError as error:
@@ -364,6 +367,9 @@ class Trainer:
         if not self.dist.is_main:
             found = ckpt.load_latest_checkpoint(directory, map_location="cpu")
         if found is None:
+            if self.dist.is_main:
+                # A run killed before its first checkpoint starts again from step 0: drop what it logged.
+                self.run_dir.truncate_metrics(0)
             return False
         state, path = found
         self.load_state_dict(state)
@@ -371,6 +377,8 @@ class Trainer:
         distributed.print0(f"resuming from step {self.step} ({path})")
         if self.dist.is_main:
             self.run_dir.truncate_metrics(self.step)
+            # A kill between a save and the removal of older checkpoints left one too many.
+            ckpt.rotate_checkpoints(directory, self.config.keep_checkpoints)
             if self.run_dir.export_step() != self.step:
                 # Missing, partial or older than the checkpoint (a kill between the two saves).
                 self.export()

@@ -43,7 +43,7 @@ class Monitor:
         run: the run directory.
         total: the step the run trains to (for the progress bar).
         step: the step it starts from.
-        resumed: the run was resumed (TensorBoard then drops events logged after ``step``).
+        resumed: the run was resumed from a checkpoint.
         batch_size: global batch size (for images per second).
         enabled: this process reports (the main process).
     """
@@ -59,8 +59,9 @@ class Monitor:
         self._last_time, self._last_step = time.perf_counter(), step
         self.writer = None
         if enabled:
-            purge = step + 1 if resumed else None
-            self.writer = SummaryWriter(str(run.path / TENSORBOARD_DIR), purge_step=purge)
+            # Events after ``step`` were logged by an attempt that did not reach its next checkpoint
+            # (a kill, a second Ctrl-C), also when that attempt never saved one: TensorBoard drops them.
+            self.writer = SummaryWriter(str(run.path / TENSORBOARD_DIR), purge_step=step + 1)
         self.bar = tqdm(
             total=total, initial=step, disable=not enabled, dynamic_ncols=True, desc="train", file=sys.stderr
         )

@@ -31,9 +31,17 @@ from pansynth.run_files import (
     EXPORT_DIR,
     LOCK_FILE,
     METRICS_FILE,
+    is_own_leftover,
     list_checkpoints,
 )
-from pansynth.train.config import TrainConfig, config_differences, config_from_dict, dump_config, flatten
+from pansynth.train.config import (
+    TrainConfig,
+    config_differences,
+    config_from_dict,
+    dump_config,
+    flatten,
+    yaml_error_line,
+)
 
 try:  # POSIX file locks; on other systems the run directory is not locked
     import fcntl
@@ -97,7 +105,9 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"--out {self.path} exists and is not a directory")
         if not self.config_file.is_file():
-            if self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
+            # A trainer killed before its config.yaml was in place leaves only its lock and temporaries:
+            # that folder is still empty for this purpose (they are cleared under the lock).
+            if self.path.is_dir() and not all(is_own_leftover(p) for p in self.path.iterdir()):
                 raise ValueError(
                     f"--out {self.path} is not empty and holds no {CONFIG_FILE} (not a pansynth run directory); "
                     "choose a new or empty directory"
@@ -107,9 +117,10 @@ class RunDirectory:
             # Through the config class: files of earlier versions get their aliases and new defaults.
             stored = config_from_dict(yaml.safe_load(self.config_file.read_text()) or {}, str(self.config_file))
         except (yaml.YAMLError, ValueError) as error:
+            reason = yaml_error_line(error) if isinstance(error, yaml.YAMLError) else error
             raise ValueError(
-                f"{self.config_file} is not a readable run configuration ({error}); use a new --out"
-            ) from error
+                f"{self.config_file} is not a readable run configuration ({reason}); use a new --out"
+            ) from None
         stored = stored.to_dict()
         new = config.to_dict()
         differences = config_differences(stored, new)
