@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from pansynth.cli import main
+from pansynth.eval.evaluate import eval_transform
 from pansynth.train.config import TrainConfig, load_config, validate
 
 
@@ -79,4 +80,8 @@ def test_an_unreadable_stored_configuration_is_one_line(tmp_path, make_config):
     (run / "config.yaml").write_text("model: [ngf: 4\n")
     with pytest.raises(ValueError, match="is not a readable run configuration") as error:
         RunDirectory(run).inspect(make_config())
+    assert "\n" not in str(error.value) and "at line 2, column 1" in str(error.value)
+    # evaluate reads the run's training size from the same file
+    with pytest.raises(ValueError, match="is not a readable run configuration") as error:
+        eval_transform("folder", run)
     assert "\n" not in str(error.value)

@@ -28,6 +28,7 @@ from torch import Tensor
 from pansynth.data.io import read_image
 from pansynth.data.transforms import PRESET_NAMES, PairedTransform, preset
 from pansynth.devices import resolve_device
+from pansynth.errors import yaml_error_line
 from pansynth.eval.detection import DetectionMetric, Detector, coco_label_map, load_detector
 from pansynth.eval.fid import FeatureExtractor, FIDMetric, load_inception, load_stats
 from pansynth.eval.metric import EvalBatch, Metric, MetricResult
@@ -321,7 +322,12 @@ def eval_transform(dataset_name: str, run_dir: str | Path | None = None, size: S
             raise ValueError(f"--size must be two positive integers H W, got {list(size)}")
         return PairedTransform(size=tuple(size))
     if run_dir is not None and (Path(run_dir) / CONFIG_FILE).is_file():
-        data = (yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}).get("data") or {}
+        config_path = Path(run_dir) / CONFIG_FILE
+        try:
+            data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
+        except (yaml.YAMLError, AttributeError) as error:
+            reason = yaml_error_line(error) if isinstance(error, yaml.YAMLError) else "not a mapping of keys"
+            raise ValueError(f"{config_path} is not a readable run configuration ({reason})") from None
         run_size = data.get("crop_size") or data.get("load_size")
         if run_size:
             return PairedTransform(size=tuple(run_size))

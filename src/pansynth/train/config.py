@@ -42,6 +42,7 @@ from pansynth.choices import (
     UPSAMPLING_LAYERS,
     VGG_INPUTS,
 )
+from pansynth.errors import yaml_error_line
 from pansynth.ops.backend import BACKENDS
 
 # Keys that may differ between the configuration stored in a run directory and the one
@@ -244,16 +245,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError as error:
         raise ValueError(f"override {text!r}: value is not valid YAML ({yaml_error_line(error)})") from None
     return key, value
-
-
-def yaml_error_line(error: yaml.YAMLError) -> str:
-    """PyYAML's several-line message as one line: the problem and where (``... at line 3, column 7``)."""
-    problem = getattr(error, "problem", None) or getattr(error, "context", None)
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    if problem is None:
-        return " ".join(str(error).split())
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}"
 
 
 def validate(config: TrainConfig, source: str = "config") -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from pansynth.errors import UserError
+from pansynth.errors import UserError, yaml_error_line
 from pansynth.files import atomic_write_text, remove_temporaries
 from pansynth.models.generator import CONFIG_NAME, WEIGHTS_NAME
 from pansynth.run_files import (
@@ -40,7 +40,6 @@ from pansynth.train.config import (
     config_from_dict,
     dump_config,
     flatten,
-    yaml_error_line,
 )
 
 try:  # POSIX file locks; on other systems the run directory is not locked
