@@ -101,3 +101,18 @@ def test_safetensors_and_unwrapped_state_dicts(tmp_path):
     assert list(read_state_dict(tmp_path / "trained.pth", "x", unwrap=("model",))) == ["a"]
     with pytest.raises(WeightsError, match=r"entry 'model' is a dict, expected a state dict"):
         read_state_dict(tmp_path / "trained.pth", "x")
+
+
+def test_train_with_a_bad_vgg_file_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from pansynth.cli import main
+    from pansynth.data import write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "data", 2, 64, seed=0, val_fraction=0)
+    vgg = _write("object", tmp_path / "vgg19.pth", tmp_path / "owned")
+    run = tmp_path / "run"
+    argv = ["train", "--config", "demo", "--out", str(run), f"data.root={root}", "batch_size=1", "model.ngf=4"]
+    capsys.readouterr()
+    assert main([*argv, "loss.lambda_vgg=10", f"loss.vgg_weights={vgg}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(vgg) in err and "holds Python objects" in err and "weights_only" not in err
+    assert not run.exists() and not (tmp_path / "owned").exists()
