@@ -155,3 +155,16 @@ def test_identical_runs_write_identical_samples(tmp_path, make_config_dict, fold
         train(config, tmp_path / f"run{attempt}")
         grids.append((tmp_path / f"run{attempt}" / "samples" / "step_00000001.png").read_bytes())
     assert grids[0] == grids[1]
+
+
+def test_a_second_ctrl_c_before_the_first_checkpoint_leaves_no_duplicate_log_lines(tmp_path, scenes, make_config):
+    from test_train_run_dir import _SignalAt
+
+    stopper = _SignalAt(scenes, 1 + 4 + 2 * 3 + 1, (signal.SIGINT, signal.SIGINT))  # during step 4
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(max_steps=6, checkpoint_every=100), run, dataset=stopper)
+    assert _metric_steps(run) == [1, 2, 3] and not list_checkpoints(run / "checkpoints")
+    train(make_config(max_steps=5, checkpoint_every=100), run, dataset=scenes)
+    assert _metric_steps(run) == [1, 2, 3, 4, 5]
+    assert _tensorboard_steps(run, "loss/G_total") == [1, 2, 3, 4, 5]
