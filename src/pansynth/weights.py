@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["WeightsError", "read_state_dict", "read_torch_file"]
+__all__ = ["WeightsError", "first_error_line", "read_state_dict", "read_torch_file"]
 
 # The start of a legacy (pre-zip) torch.save file: a pickled magic number.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -67,7 +67,7 @@ def read_torch_file(path: str | os.PathLike, kind: str, map_location: str | torc
     except pickle.UnpicklingError as error:
         raise WeightsError(path, _unpickling_reason(path, kind, str(error))) from None
     except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors...
-        reason = f"is not a readable {kind} (truncated or corrupt file: {_first_line(error)})"
+        reason = f"is not a readable {kind} (truncated or corrupt file: {first_error_line(error)})"
         raise WeightsError(path, reason) from None
 
 
@@ -92,7 +92,7 @@ def read_state_dict(path: str | os.PathLike, kind: str, unwrap: tuple[str, ...] 
         try:
             return load_file(str(path))
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-            raise WeightsError(path, f"is not a readable safetensors {kind} ({_first_line(error)})") from None
+            raise WeightsError(path, f"is not a readable safetensors {kind} ({first_error_line(error)})") from None
     state = read_torch_file(path, kind)
     for key in unwrap:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -134,7 +134,7 @@ def _is_plain_pickle(path: Path) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and not head.startswith(_LEGACY_TORCH_MAGIC)
 
 
-def _first_line(error: BaseException) -> str:
+def first_error_line(error: BaseException) -> str:
     """The first line of an error's text, never torch's advice to load with ``weights_only=False``."""
     lines = str(error).strip().splitlines()
     line = lines[0].strip() if lines else ""

@@ -22,7 +22,7 @@ import torch
 from pansynth.files import atomic_write
 from pansynth.models import Generator
 from pansynth.run_files import checkpoint_path, list_checkpoints
-from pansynth.weights import WeightsError, read_torch_file
+from pansynth.weights import WeightsError, first_error_line, read_torch_file
 
 __all__ = [
     "CheckpointError",
@@ -88,10 +88,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def _first_line(error: BaseException) -> str:
-    return " ".join(str(error).strip().splitlines()[:1]) or type(error).__name__
-
-
 def load_generator_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The inference generator (the EMA one when the run kept it) of a training checkpoint, in eval mode."""
     state = load_checkpoint(path)
@@ -100,7 +96,7 @@ def load_generator_from_checkpoint(path: str | Path, device: str | torch.device 
         generator.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
         raise CheckpointError(
-            Path(path), f"does not hold a generator this version can rebuild ({_first_line(error)})"
+            Path(path), f"does not hold a generator this version can rebuild ({first_error_line(error)})"
         ) from None
     generator.metadata = {"step": int(state["step"])}
     for key in ("class_names", "thing_classes"):
