@@ -1,7 +1,7 @@
 """The package's structure: arrows only point down, and no module imports itself back.
 
 cli -> experiments (and serve) -> (train, eval, inference) -> (models, data) -> ops, with the small
-shared homes (choices, devices, errors, files, run_files, viz) at the bottom, usable by all. Read
+shared homes (choices, devices, errors, files, run_files, viz, weights) at the bottom, usable by all. Read
 from the code's own import statements (module level and inside functions alike).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pansynth"
 
-SHARED = {"choices", "devices", "errors", "files", "run_files", "viz", "__init__"}
+SHARED = {"choices", "devices", "errors", "files", "run_files", "viz", "weights", "__init__"}
 LAYERS = {
     "ops": 0,
     "models": 1,
