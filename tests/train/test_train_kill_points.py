@@ -97,7 +97,8 @@ def _tensorboard_steps(run: Path, tag: str) -> list[int]:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     steps: list[int] = []
-    for path in sorted((run / "tb").iterdir(), key=lambda p: p.name.split(".")[3]):  # by creation time
+    # One file per attempt, each closed (or killed) before the next attempt starts: in the order last written.
+    for path in sorted((run / "tb").iterdir(), key=lambda p: p.stat().st_mtime_ns):
         for event in EventFileLoader(str(path)).Load():
             if event.HasField("session_log") and event.session_log.status == event.session_log.START:
                 steps = [step for step in steps if step < event.step]  # a restart at this step
