@@ -51,9 +51,10 @@ def test_validation_refuses_nan_set_after_reading(key):
         validate(config)
 
 
-def test_integers_and_sizes_refuse_nan_too():
+@pytest.mark.parametrize("size", [[float("nan"), 64], [64, float("nan")]])
+def test_sizes_refuse_nan_too(size):
     config = TrainConfig()
-    config.data = dataclasses.replace(config.data, crop_size=[float("nan"), 64])
+    config.data = dataclasses.replace(config.data, crop_size=size)
     with pytest.raises(ValueError, match="data.crop_size must be"):
         validate(config)
 

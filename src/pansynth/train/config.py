@@ -278,7 +278,7 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         raise ValueError(f"{source}: data.num_workers must be >= 0, got {config.data.num_workers}")
     for key in ("data.load_size", "data.crop_size"):
         size = flat[key]
-        if size is not None and (len(size) != 2 or not min(size) > 0):
+        if size is not None and (len(size) != 2 or not all(v > 0 for v in size)):  # min() would skip a NaN
             raise ValueError(f"{source}: {key} must be [H, W] with positive sizes or null, got {size}")
     if config.ema is not None and not 0.0 <= config.ema < 1.0:
         raise ValueError(f"{source}: ema must be a decay in [0, 1) or null, got {config.ema}")
