@@ -490,6 +490,9 @@
     mapChanged();
     queueRender();
     if (!commit()) scheduleSynthesis(0);
+    // a new map: what lies under its objects is not known (deleting one fills in from around it)
+    state.underSemantic.fill(-1);
+    state.underPanoptic.fill(-1);
   }
 
   function blankMaps() {
@@ -666,7 +669,7 @@
   }
 
   // What lies beneath an object's pixels: the stuff it was painted over where that is known, else
-  // the nearest pixel outside it (breadth-first from its border).
+  // the nearest stuff pixel outside it (breadth-first from its border; other objects do not spread).
   function beneath(pixels) {
     const { width, height, semantic, panoptic, underSemantic, underPanoptic } = state;
     const size = width * height;
@@ -690,7 +693,7 @@
     for (const i of pixels) {
       const x = i % width;
       for (const j of [x > 0 ? i - 1 : -1, x < width - 1 ? i + 1 : -1, i - width, i + width]) {
-        if (j >= 0 && j < size && !inside[j]) {
+        if (j >= 0 && j < size && !inside[j] && !isThing(semantic[j])) {
           queue.push(j);
           break;
         }
@@ -774,8 +777,8 @@
   }
 
   function moveTo(op, x, y) {
-    const dx = Math.round(x - op.startX);
-    const dy = Math.round(y - op.startY);
+    const dx = Math.floor(x) - Math.floor(op.startX);
+    const dy = Math.floor(y) - Math.floor(op.startY);
     if (dx === op.dx && dy === op.dy) return;
     const { width, height, semantic, panoptic } = state;
     if (!op.lifted) {
@@ -1030,8 +1033,8 @@
     $("map-vector").setAttribute("viewBox", `0 0 ${width} ${height}`);
     $("map-vector").setAttribute("preserveAspectRatio", "none");
     for (const viewport of [$("map-viewport"), $("result-viewport")]) {
-      viewport.style.width = `${shownWidth}px`;
-      viewport.style.height = `${shownHeight}px`;
+      viewport.style.width = `${shownWidth + 2}px`; // + its border
+      viewport.style.height = `${shownHeight + 2}px`;
     }
     for (const element of [$("map-content"), $("result-content"), canvas, $("result-image")]) {
       element.style.width = `${shownWidth}px`;
