@@ -1372,7 +1372,7 @@
     if (option) {
       option.setAttribute("aria-selected", "true");
       $("palette").setAttribute("aria-activedescendant", option.id);
-      if (scroll) option.scrollIntoView({ block: "nearest" });
+      if (scroll) revealOption(option);
     }
     const tool = currentTool();
     if (tool === "eraser" || tool === "unknown") setTool("brush");
@@ -1385,6 +1385,15 @@
     const entry = state.classes.get(cls);
     body.dataset.selectedClass = String(cls);
     $("class-legend").textContent = `Painting ${entry.name} (${entry.thing ? "thing: each stroke a new instance" : "stuff: one segment"}${entry.group ? `, ${entry.group}` : ""}). ${state.legendTail}`;
+  }
+
+  // scroll the class list (only it, not the page or the sidebar) so that the option shows
+  function revealOption(option) {
+    const palette = $("palette");
+    const top = option.offsetTop;
+    const bottom = top + option.offsetHeight;
+    if (top < palette.scrollTop) palette.scrollTop = top - 16;
+    else if (bottom > palette.scrollTop + palette.clientHeight) palette.scrollTop = bottom - palette.clientHeight + 2;
   }
 
   function buildRecent() {
