@@ -272,6 +272,8 @@ def test_search_finds_and_selects_a_class_one_tab_stop_arrows_palette(chromium, 
         assert _body(chromium, "selected-class") == str(CAR)
         option = chromium.find_element(By.CSS_SELECTOR, f'.swatch[data-class="{CAR}"]')
         assert option.get_attribute("aria-selected") == "true" and option.is_displayed()
+        assert not chromium.find_element(By.ID, "tool-unknown-label").is_displayed()  # no info.unknown here
+        assert not chromium.find_element(By.ID, "style-section").is_displayed()
         # the search narrowed the list to the names holding "car" (car, carrot, cardboard, carpet)
         shown = chromium.execute_script(
             "return [...document.querySelectorAll('.swatch')].filter((e) => e.offsetParent).map((e) => e.dataset.class)"
@@ -330,6 +332,25 @@ def test_rectangle_select_delete_move_alt_click(chromium, coco_site, tmp_path):
         # undo keeps the changed region only (run-length coded), not copies of the 256x512 maps
         assert int(_body(chromium, "undo-bytes")) < 20_000
 
+        # polygon: the pixels whose centres lie inside the clicked corners (Enter closes it)
+        _tool(chromium, "polygon")
+        corners = [(20, 20), (90, 30), (50, 90)]
+        for corner in corners:
+            _click(chromium, *corner)
+        shown = _results(chromium)
+        chromium.find_element(By.TAG_NAME, "body").send_keys(Keys.ENTER)
+        _wait_idle(chromium, shown)
+        polygon_semantic, polygon_panoptic = recorder.last()
+        inside = _inside_triangle([(x + 0.5, y + 0.5) for x, y in corners], COCO_SIZE)
+        painted = (polygon_semantic != semantic) | (polygon_panoptic != panoptic)
+        assert inside[1].sum() > 1500 and painted[inside[1]].all() and not painted[~inside[0]].any()
+        assert len(np.unique(polygon_panoptic[painted])) == 1 and (polygon_semantic[painted] == PERSON).all()
+        shown = _results(chromium)
+        chromium.find_element(By.ID, "undo").click()
+        _wait_idle(chromium, shown)
+        for sent, expected in zip(recorder.last(), (semantic, panoptic)):  # the run-length coded undo is exact
+            np.testing.assert_array_equal(sent, expected)
+
         # Alt-click picks the class and the instance under the pointer
         _tool(chromium, "brush")
         _select(chromium, ROAD)
@@ -363,6 +384,18 @@ def test_rectangle_select_delete_move_alt_click(chromium, coco_site, tmp_path):
         assert vacated.sum() > 0 and (moved_semantic[vacated] == ROAD).all()
     finally:
         chromium.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _inside_triangle(corners, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels whose centre is within 1 px of the triangle, pixels whose centre is inside it by 1 px)."""
+    ys, xs = np.mgrid[: shape[0], : shape[1]] + 0.5
+    distances = []
+    for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1]):
+        # signed distance to each edge, positive inside for a clockwise (in image coordinates) triangle
+        length = np.hypot(bx - ax, by - ay)
+        distances.append(((bx - ax) * (ys - ay) - (by - ay) * (xs - ax)) / length)
+    low = np.minimum.reduce(distances)
+    return low > -1, low > 1
 
 
 # ---------------------------------------------------------------------- map view round trip
@@ -458,3 +491,89 @@ def test_painted_scene_survives_reload(chromium, demo_site):
     assert help_panel.is_displayed() and "Alt + click" in help_panel.text
     help_panel.send_keys(Keys.ESCAPE)
     assert not help_panel.is_displayed()
+
+
+# ---------------------------------------------------------------------- the backend interface, unknown, style
+FAKE_BACKEND = """
+window.backendCalls = [];
+window.PANSYNTH_BACKEND = {
+  info: async () => {
+    const info = await (await fetch("/api/info")).json();
+    return {...info, unknown: {value: %(unknown)d, name: "unknown"}, style: {enabled: true, dim: 8}};
+  },
+  synthesize: async ({semantic, panoptic, height, width, style}) => {
+    window.backendCalls.push({semantic: Array.from(semantic), panoptic: Array.from(panoptic), height, width,
+                              style: JSON.parse(JSON.stringify(style))});
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    canvas.getContext("2d").fillRect(0, 0, width, height);
+    return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  },
+};
+"""
+UNKNOWN = 250
+
+
+def _last_call(driver) -> dict:
+    call = driver.execute_script("return window.backendCalls[window.backendCalls.length - 1]")
+    shape = (call["height"], call["width"])
+    call["semantic"] = np.array(call["semantic"]).reshape(shape)
+    call["panoptic"] = np.array(call["panoptic"]).reshape(shape)
+    return call
+
+
+def test_swapped_backend_unknown_brush_and_style_controls(chromium, demo_site):
+    """The page synthesizes through window.PANSYNTH_BACKEND when a page defines it (the static painter's
+    hook), paints 'unknown' as info.unknown.value with id 0, and sends the style fields of the contract."""
+    base, recorder = demo_site
+    script = chromium.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": FAKE_BACKEND % {"unknown": UNKNOWN}}
+    )
+    try:
+        served = len(recorder.maps)
+        _open(chromium, base)
+        assert chromium.find_element(By.ID, "tool-unknown-label").is_displayed()
+        assert chromium.find_element(By.ID, "style-section").is_displayed()
+        first = _last_call(chromium)
+        assert first["style"] == {"seed": 0, "restyle": {}, "sample": None} and first["semantic"].shape == (64, 64)
+        blank_id = int(first["panoptic"][0, 0])
+        assert blank_id != 0  # id 0 is kept for unknown pixels
+
+        page = chromium.find_element(By.TAG_NAME, "body")
+        page.send_keys("U")
+        shown = _results(chromium)
+        _drag(chromium, [(5, 10), (30, 10)])
+        _wait_idle(chromium, shown)
+        call = _last_call(chromium)
+        unknown = call["semantic"] == UNKNOWN
+        assert unknown.sum() > 25 and (call["panoptic"][unknown] == 0).all() and (call["panoptic"][~unknown] != 0).all()
+
+        _select(chromium, 3)  # disc, a thing
+        shown = _results(chromium)
+        _drag(chromium, [(20, 40), (30, 40)])
+        _wait_idle(chromium, shown)
+        disc = int(_last_call(chromium)["panoptic"][40, 25])
+        _tool(chromium, "select")
+        _click(chromium, 25, 40)
+        _wait_body(chromium, "selected-id", str(disc))
+        shown = _results(chromium)
+        chromium.find_element(By.ID, "style-restyle").click()
+        _wait_idle(chromium, shown)
+        restyle = _last_call(chromium)["style"]
+        assert restyle["seed"] == 0 and list(restyle["restyle"]) == [str(disc)]
+        shown = _results(chromium)
+        chromium.find_element(By.ID, "style-new").click()
+        _wait_idle(chromium, shown)
+        new = _last_call(chromium)["style"]
+        assert new["seed"] != 0 and new["restyle"] == {}
+        assert chromium.find_element(By.ID, "style-seed").get_attribute("value") == str(new["seed"])
+        shown = _results(chromium)
+        seed = chromium.find_element(By.ID, "style-seed")
+        seed.clear()
+        seed.send_keys("42", Keys.TAB)
+        _wait_idle(chromium, shown)
+        assert _last_call(chromium)["style"]["seed"] == 42
+        assert len(recorder.maps) == served  # nothing went to /api/synthesize
+    finally:
+        chromium.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
