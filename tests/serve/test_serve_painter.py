@@ -475,6 +475,23 @@ def test_painted_scene_survives_reload(chromium, demo_site):
     painted = recorder.last()
     assert len(np.unique(painted[1][painted[0] == 3])) == 2
     WebDriverWait(chromium, 10).until(lambda d: _body(d, "saved") == "1")
+    # leaving asks first while an edit is not yet stored (here: a stroke still being drawn), not after
+    warns = "const e = new Event('beforeunload', {cancelable: true}); dispatchEvent(e); return e.defaultPrevented;"
+    assert chromium.execute_script(warns) is False
+    _tool(chromium, "eraser")
+    builder = ActionBuilder(chromium, duration=10)
+    builder.pointer_action.move_to_location(*_screen(chromium, 5, 5)).pointer_down().move_to_location(
+        *_screen(chromium, 9, 5)
+    )
+    builder.perform()
+    assert chromium.execute_script(warns) is True
+    builder = ActionBuilder(chromium, duration=10)
+    builder.pointer_action.pointer_up()
+    builder.perform()
+    shown = _results(chromium)
+    # the eraser painted sky over sky: nothing changed, the map stays as painted
+    _wait_idle(chromium, shown)
+    WebDriverWait(chromium, 10).until(lambda d: _body(d, "saved") == "1")
     chromium.refresh()
     _wait_idle(chromium, 0)
     for sent, expected in zip(recorder.last(), painted):
