@@ -155,7 +155,7 @@ def _drag(driver, pixels: list[tuple[int, int]], key: str | None = None) -> None
 
 
 def _wait_body(driver, name: str, value: str) -> None:
-    WebDriverWait(driver, 5, poll_frequency=0.05).until(lambda d: _body(d, name) == value)
+    WebDriverWait(driver, 15, poll_frequency=0.05).until(lambda d: _body(d, name) == value)
 
 
 def _click(driver, x: int, y: int, key: str | None = None) -> None:
@@ -217,7 +217,7 @@ def _layout(driver) -> dict:
 
 def _settle(driver, width: int) -> None:
     """Wait until the page has the new window width and has laid itself out again (two animation frames)."""
-    WebDriverWait(driver, 5).until(lambda d: _layout(d)["width"] == width)
+    WebDriverWait(driver, 15).until(lambda d: _layout(d)["width"] == width)
     driver.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
 
 
