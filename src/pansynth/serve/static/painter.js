@@ -1365,6 +1365,7 @@
   // ------------------------------------------------------------------ classes: list, search, recent
   function selectClass(cls, { scroll = true } = {}) {
     if (!state.classes.has(cls)) return;
+    if (state.picked && state.picked.cls !== cls) state.picked = null;
     const previous = document.querySelector(`.swatch[data-class="${state.selected}"]`);
     if (previous) previous.setAttribute("aria-selected", "false");
     state.selected = cls;
