@@ -43,6 +43,13 @@ def test_coco_stuff_names_get_coco_panoptic_colours_merged_categories_and_superc
     assert entries["unlabeled"]["color"] == [0, 0, 0]
 
 
+def test_half_known_names_take_the_colours_but_not_the_groups():
+    table = build_class_table(4, None, {"class_names": ["sky", "road", "disc", "cone"], "thing_classes": [2, 3]})
+    entries = _entries(table)
+    assert entries["sky"]["color"] == [70, 130, 180] and entries["road"]["color"] == [128, 64, 128]
+    assert all(entry["group"] is None for entry in entries.values())
+
+
 def test_unknown_names_keep_generated_colours_and_a_folder_classes_json_gives_its_own(tmp_path):
     names = ["lava", "moss field", "robot"]
     generated = build_class_table(3, None, {"class_names": names, "thing_classes": [2]})

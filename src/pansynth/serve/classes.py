@@ -65,11 +65,12 @@ class ClassTable:
         coco = [coco_entry(name) for name in self.names]
         known_cityscapes = sum(color is not None for color in cityscapes)
         known_coco = sum(color is not None for color, _ in coco)
+        # the colours when half of the names are the dataset's, its groups only when nearly all are
         if known_cityscapes >= max(known_coco, 1) and 2 * known_cityscapes >= count:
             rgb = [None if color is None else list(color) for color in cityscapes]
-            return "cityscapes", rgb, [CITYSCAPES_GROUPS.get(name) for name in self.names]
+            return "cityscapes", rgb, _most([CITYSCAPES_GROUPS.get(name) for name in self.names])
         if known_coco >= 1 and 2 * known_coco >= count:
-            return "coco", [None if color is None else list(color) for color, _ in coco], [g for _, g in coco]
+            return "coco", [None if color is None else list(color) for color, _ in coco], _most([g for _, g in coco])
         return "generated", [None] * count, [self.given_groups.get(index) for index in range(count)]
 
     def colors(self) -> list[list[int]]:
@@ -105,6 +106,12 @@ class ClassTable:
                 {"index": self.ignore_index, "name": "unlabeled", "thing": False, "color": [0, 0, 0], "group": None}
             )
         return entries
+
+
+def _most(groups: list[str | None]) -> list[str | None]:
+    """The groups when nearly all classes have one (a dataset's own names), else none."""
+    known = sum(group is not None for group in groups)
+    return groups if 10 * known >= 9 * len(groups) else [None] * len(groups)
 
 
 def colors_from_classes_json(path: Path, num_classes: int) -> tuple[dict[int, list[int]], dict[int, str], list[str]]:
