@@ -230,7 +230,7 @@
   // A backend may reject with an Error whose `superseded` is true (a newer map is on its way).
   const httpBackend = {
     http: true,
-    info: () => getJson("/api/info"),
+    info: () => getJson("api/info"),
     async synthesize({ semantic, panoptic, height, width, style }) {
       const form = new FormData();
       form.append("semantic", await semanticPng(semantic, width, height), "semantic.png");
@@ -240,7 +240,7 @@
         if (Object.keys(style.restyle).length) form.append("style_restyle", JSON.stringify(style.restyle));
         if (style.sample !== null && style.sample !== undefined) form.append("style_sample", String(style.sample));
       }
-      const response = await fetch("/api/synthesize", { method: "POST", body: form });
+      const response = await fetch("api/synthesize", { method: "POST", body: form });
       if (response.status === 409) {
         const error = new Error("superseded by a newer map");
         error.superseded = true;
@@ -1607,7 +1607,7 @@
     const form = new FormData();
     form.append("semantic", semantic, semantic.name);
     form.append("panoptic", panoptic, panoptic.name);
-    loadMapsFrom(fetch("/api/maps", { method: "POST", body: form }), "the uploaded map");
+    loadMapsFrom(fetch("api/maps", { method: "POST", body: form }), "the uploaded map");
   }
 
   function loadUpload() {
@@ -2051,7 +2051,7 @@
     });
     $("sample-load").addEventListener("click", () => {
       const index = Number($("sample-select").value);
-      loadMapsFrom(fetch(`/api/samples/${index}`, { cache: "no-store" }), `sample ${state.info.samples[index]}`);
+      loadMapsFrom(fetch(`api/samples/${index}`, { cache: "no-store" }), `sample ${state.info.samples[index]}`);
     });
     $("download-map-view").addEventListener("click", async () => download(await mapViewPng(), "map_view.png"));
     $("download-semantic").addEventListener("click", async () => download(await semanticPng(state.semantic, state.width, state.height), "semantic.png"));
