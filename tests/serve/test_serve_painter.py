@@ -172,9 +172,9 @@ def _select(driver, cls: int) -> None:
     option.click()
 
 
-def _upload(driver, tmp_path: Path, semantic: np.ndarray, panoptic: np.ndarray) -> None:
+def _upload(driver, tmp_path: Path, semantic: np.ndarray, panoptic: np.ndarray, mode: str = "rgb_ids") -> None:
     (tmp_path / "semantic.png").write_bytes(png_bytes(semantic))
-    (tmp_path / "panoptic.png").write_bytes(png_bytes(panoptic, "rgb_ids"))
+    (tmp_path / "panoptic.png").write_bytes(png_bytes(panoptic, mode))
     driver.find_element(By.ID, "upload-semantic").send_keys(str(tmp_path / "semantic.png"))
     driver.find_element(By.ID, "upload-panoptic").send_keys(str(tmp_path / "panoptic.png"))
     shown = _results(driver)
@@ -540,7 +540,7 @@ def _last_call(driver) -> dict:
     return call
 
 
-def test_swapped_backend_unknown_brush_and_style_controls(chromium, demo_site):
+def test_swapped_backend_unknown_brush_and_style_controls(chromium, demo_site, tmp_path):
     """The page synthesizes through window.PANSYNTH_BACKEND when a page defines it (the static painter's
     hook), paints 'unknown' as info.unknown.value with id 0, and sends the style fields of the contract."""
     base, recorder = demo_site
@@ -591,6 +591,23 @@ def test_swapped_backend_unknown_brush_and_style_controls(chromium, demo_site):
         seed.send_keys("42", Keys.TAB)
         _wait_idle(chromium, shown)
         assert _last_call(chromium)["style"]["seed"] == 42
+        # without the server, the page reads Folder PNGs itself: 8-bit classes, RGB and 16-bit ids
+        semantic = np.zeros((64, 64), dtype=np.int64)
+        semantic[10:30, 5:60] = 3
+        semantic[40:] = 1
+        panoptic = np.where(semantic == 3, 3000 + np.arange(64)[None, :] // 16, semantic) + 70000 * (semantic == 3)
+        for mode in ("rgb_ids", "16"):
+            ids = panoptic if mode == "rgb_ids" else panoptic % 65536
+            _upload(chromium, tmp_path, semantic, ids, mode)
+            call = _last_call(chromium)
+            np.testing.assert_array_equal(call["semantic"], semantic)
+            np.testing.assert_array_equal(call["panoptic"], ids)
+        (tmp_path / "small.png").write_bytes(png_bytes(semantic[:32]))
+        chromium.find_element(By.ID, "upload-semantic").send_keys(str(tmp_path / "small.png"))
+        chromium.find_element(By.ID, "upload-load").click()
+        status = chromium.find_element(By.ID, "status")
+        WebDriverWait(chromium, 10).until(lambda _: status.get_attribute("data-kind") == "error")
+        assert "32x64 (HxW) but this model takes 64x64" in status.text
         assert len(recorder.maps) == served  # nothing went to /api/synthesize
     finally:
         chromium.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})

@@ -1595,9 +1595,92 @@
     }
   }
 
+  // A map PNG of the Folder layout read in the page (where no server checks it): 8/16-bit grey or
+  // palette indices, or (panoptic) 8-bit RGB(A) ids R + 256 G + 65536 B; not interlaced.
+  async function decodeMapPng(file, kind) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const signature = [137, 80, 78, 71, 13, 10, 26, 10];
+    if (bytes.length < 8 || signature.some((value, i) => bytes[i] !== value)) throw new Error(`${kind} ${file.name}: not a PNG file`);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let header = null;
+    const idat = [];
+    for (let offset = 8; offset + 12 <= bytes.length; ) {
+      const length = view.getUint32(offset);
+      const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
+      const data = bytes.subarray(offset + 8, offset + 8 + length);
+      if (type === "IHDR") {
+        header = { width: view.getUint32(offset + 8), height: view.getUint32(offset + 12), depth: data[8], color: data[9], interlace: data[12] };
+        if (header.width !== state.width || header.height !== state.height) {
+          throw new Error(`${kind} ${file.name}: the map is ${header.height}x${header.width} (HxW) but this model takes ${state.height}x${state.width} maps`);
+        }
+      } else if (type === "IDAT") {
+        idat.push(data);
+      } else if (type === "IEND") {
+        break;
+      }
+      offset += 12 + length;
+    }
+    if (!header || !idat.length) throw new Error(`${kind} ${file.name}: a truncated PNG`);
+    const channels = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 }[header.color];
+    const single = header.color === 0 || header.color === 3;
+    if (header.interlace || !channels || (header.depth !== 8 && header.depth !== 16) || (!single && (kind !== "panoptic" || header.depth !== 8 || header.color === 4))) {
+      const expected = kind === "panoptic" ? "an 8/16-bit single-channel PNG or an 8-bit RGB PNG of ids" : "an 8/16-bit single-channel PNG";
+      throw new Error(`${kind} ${file.name}: expected ${expected}, not interlaced`);
+    }
+    const sampleBytes = header.depth / 8;
+    const pixelBytes = channels * sampleBytes;
+    const stride = state.width * pixelBytes;
+    const raw = await zlibDecompress(new Uint8Array(await new Blob(idat).arrayBuffer()));
+    if (raw.length < (stride + 1) * state.height) throw new Error(`${kind} ${file.name}: truncated pixel data`);
+    const rows = new Uint8Array(stride * state.height);
+    for (let y = 0; y < state.height; y++) {
+      const filter = raw[y * (stride + 1)];
+      const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+      const out = rows.subarray(y * stride, (y + 1) * stride);
+      const up = y > 0 ? rows.subarray((y - 1) * stride, y * stride) : new Uint8Array(stride);
+      for (let i = 0; i < stride; i++) {
+        const left = i >= pixelBytes ? out[i - pixelBytes] : 0;
+        const upLeft = i >= pixelBytes ? up[i - pixelBytes] : 0;
+        let predictor = 0;
+        if (filter === 1) predictor = left;
+        else if (filter === 2) predictor = up[i];
+        else if (filter === 3) predictor = (left + up[i]) >> 1;
+        else if (filter === 4) {
+          const p = left + up[i] - upLeft;
+          const pa = Math.abs(p - left);
+          const pb = Math.abs(p - up[i]);
+          const pc = Math.abs(p - upLeft);
+          predictor = pa <= pb && pa <= pc ? left : pb <= pc ? up[i] : upLeft;
+        } else if (filter !== 0) throw new Error(`${kind} ${file.name}: unknown PNG row filter ${filter}`);
+        out[i] = (line[i] + predictor) & 0xff;
+      }
+    }
+    const values = new Int32Array(state.width * state.height);
+    for (let k = 0; k < values.length; k++) {
+      const o = k * pixelBytes;
+      if (single) values[k] = sampleBytes === 2 ? (rows[o] << 8) | rows[o + 1] : rows[o];
+      else values[k] = rows[o] + 256 * rows[o + 1] + 65536 * rows[o + 2];
+    }
+    return values;
+  }
+
+  async function loadFolderPngsHere(semantic, panoptic) {
+    state.mapLoading = true;
+    setPending();
+    try {
+      const [semanticValues, panopticValues] = await Promise.all([decodeMapPng(semantic, "semantic"), decodeMapPng(panoptic, "panoptic")]);
+      loadMaps(semanticValues, panopticValues, `${semantic.name} + ${panoptic.name}`);
+    } catch (error) {
+      setStatus(`could not load the uploaded map: ${error.message}`, "error");
+    } finally {
+      state.mapLoading = false;
+      setPending();
+    }
+  }
+
   function loadFolderPngs(semantic, panoptic) {
     if (!state.backend.http) {
-      setStatus("Folder PNGs are read by the server; here, load a map view downloaded from the painter", "error");
+      loadFolderPngsHere(semantic, panoptic); // no server to read them: the page does
       return;
     }
     if (semantic.size + panoptic.size > state.maxUploadBytes) {
