@@ -4,7 +4,8 @@
         --root demo_out/data --split val --out docs/images/serve.png
 
 The scene, for the demo's procedural classes: ground below the sky, a wall, two touching discs
-(two instances of one thing class) and a box. Not a test: a script that reuses the tests' helpers.
+(two instances of one thing class) and a box; the first disc is then selected. Not a test: a script
+that reuses the tests' helpers.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def paint(driver, scene, model_size: int) -> None:
     scale = canvas.size["width"] / model_size
     body = driver.find_element(By.TAG_NAME, "body")
     for cls, brush, points in scene:
-        driver.find_element(By.CSS_SELECTOR, f'.swatch[data-class="{cls}"]').click()
-        Select(driver.find_element(By.ID, "brush-size")).select_by_value(str(brush))
+        if cls is not None:
+            driver.find_element(By.CSS_SELECTOR, f'.swatch[data-class="{cls}"]').click()
+            Select(driver.find_element(By.ID, "brush-size")).select_by_value(str(brush))
         offsets = [
             (round((x + 0.5) * scale - canvas.size["width"] / 2), round((y + 0.5) * scale - canvas.size["height"] / 2))
             for x, y in points
@@ -85,7 +87,11 @@ def main() -> int:
         body = driver.find_element(By.TAG_NAME, "body")
         WebDriverWait(driver, 60).until(lambda _: body.get_attribute("data-results") != "0")
         paint(driver, DEMO_SCENE, app.size[1])
-        driver.find_element(By.ID, "tool-brush").click()
+        # select the first disc: highlighted on the map and the image, listed with its class and area
+        driver.find_element(By.ID, "tool-select").click()
+        paint(driver, [(None, None, [(24, 40)])], app.size[1])
+        driver.execute_script("document.getElementById('objects-details').open = true")
+        WebDriverWait(driver, 10).until(lambda _: body.get_attribute("data-selected-id"))
         png = driver.get_screenshot_as_png()
     finally:
         driver.quit()

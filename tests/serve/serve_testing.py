@@ -168,6 +168,8 @@ def start_chromium(browser: str, driver: str, profile: str | Path, downloads: Pa
     options.binary_location = browser
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window}"):
         options.add_argument(flag)
+    # a page left with edits not yet autosaved asks before unloading: the tests leave it
+    options.set_capability("unhandledPromptBehavior", "accept")
     options.add_experimental_option(
         "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
     )

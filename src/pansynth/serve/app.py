@@ -309,6 +309,7 @@ class PainterApp:
                 "num_classes": self.num_classes,
                 "ignore_index": self.ignore_index,
                 "classes": self.classes.to_json(),
+                "palette_source": self.classes.palette_source,
                 "names_source": self.classes.source,
                 "notes": self.classes.notes,
                 "background": background,
