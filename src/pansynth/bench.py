@@ -1,12 +1,13 @@
 """Benchmark: the panoptic-aware layers against the plain layers they replace.
 
-``python -m pansynth.bench [--device cpu|cuda] [--rows conv,upsample,generator] [--backend auto|torch|triton]
+``python -m pansynth.bench [--device cpu|cuda] [--rows conv,upsample,generator,serve] [--backend auto|torch|triton]
 [--quick] [--no-generator] [--json FILE]`` (also ``make bench``) prints one table. Every row is
 measured in this process: the median of several alternating repeats after warm-up (CUDA
 events on a GPU), reported as a ratio against its baseline, so that rows taken on the same
-machine compare. On every device the table has the layer rows (batch 1) and the generator
-rows; peak memory held for backward is the total size of the tensors autograd saves
-(measured with saved-tensor hooks), which does not depend on the allocator.
+machine compare. On every device the table has the layer rows (batch 1), the generator
+rows and the painter's request (serve); peak memory held for backward is the total size of
+the tensors autograd saves (measured with saved-tensor hooks), which does not depend on the
+allocator.
 
 On CUDA it adds, at batch 8 and at the real stage shapes of the paper's generator
 (Cityscapes 256x512, ngf 64), for float32 (TF32 on) and bfloat16, per engine (PyTorch,
@@ -676,7 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="half-size inputs and fewer repeats")
     parser.add_argument("--no-generator", action="store_true", help="skip the whole-generator rows")
     parser.add_argument(
-        "--rows", type=_row_groups, default=ROW_GROUPS, help="groups of rows to run: conv,upsample,generator (all)"
+        "--rows",
+        type=_row_groups,
+        default=ROW_GROUPS,
+        help=f"comma-separated groups of rows to run, of {','.join(ROW_GROUPS)} (default: all; serve is the "
+        "painter's request)",
     )
     parser.add_argument(
         "--backend",

@@ -110,3 +110,36 @@ def test_dataset_average_pools_pixels_and_writes_chart(tmp_path):
 
     with Image.open(paths["png"]) as image:
         assert image.size[0] > 200
+
+
+def test_dataset_statistics_match_literal_loops_per_image_and_pooled():
+    # Maps of different sizes and boundary densities, so that pooling the pixels, averaging the
+    # images' shares, and dividing by the new or by all pixels all give different numbers.
+    rng = np.random.default_rng(5)
+    maps = []
+    for shape, block, noise in (((16, 16), 2, 0.05), ((24, 40), 4, 0.0), ((17, 33), 3, 0.2)):
+        coarse = rng.integers(0, 5, size=(shape[0] // block + 1, shape[1] // block + 1))
+        panoptic = np.kron(coarse, np.ones((block, block), dtype=np.int64))[: shape[0], : shape[1]]
+        maps.append(panoptic + (rng.random(shape) < noise) * 11)
+    levels = 3
+    got = dataset_upsampling_stats([torch.from_numpy(m) for m in maps], levels)
+    per_image = [_reference(m, levels) for m in maps]
+    assert len(got) == levels
+    for step, row in enumerate(got):
+        shares = [image[step] for image in per_image]
+        s = row["stride"]
+        assert s == shares[0]["stride"]
+        # pooled: counts recovered from each image's shares (share * its number of new / all pixels)
+        highs = [m[:: s // 2, :: s // 2] for m in maps]
+        new = [h.size - ((h.shape[0] + 1) // 2) * ((h.shape[1] + 1) // 2) for h in highs]
+        for key in ("misaligned", "holes"):
+            count = sum(share[key] * n for share, n in zip(shares, new))
+            assert row[key] == pytest.approx(count / sum(new))
+            assert row[f"{key}_all"] == pytest.approx(count / sum(h.size for h in highs))
+            # the per-image mean of the paper's share (of the new pixels), not of all pixels
+            assert row[f"{key}_mean_image"] == pytest.approx(sum(share[key] for share in shares) / len(maps))
+        assert row["images"] == len(maps)
+    # The maps are varied enough that each of these would catch a mixed-up denominator or average.
+    assert got[-1]["misaligned_mean_image"] != pytest.approx(got[-1]["misaligned"])
+    assert got[-1]["misaligned_mean_image"] != pytest.approx(got[-1]["holes_mean_image"])
+    assert all(row["misaligned_all"] < row["misaligned"] for row in got)

@@ -58,7 +58,7 @@ def test_ablation_trains_four_variants_one_switch_apart_and_resumes(synthetic_ro
         "panoptic_conv_no_boundary",
         "panoptic_upsampling",
     ]
-    assert all(v["metrics"]["separation"] >= 0 for v in stored["variants"])
+    _check_separation_against_the_images(stored, out, synthetic_root)
     assert "mIoU" in stored["skipped"]
     assert summary["budget"] == 2
 
@@ -69,6 +69,35 @@ def test_ablation_trains_four_variants_one_switch_apart_and_resumes(synthetic_ro
     assert not list(out.glob("*/eval.bak*"))
     assert (out / "ablation.md").read_text() == table
     assert not (out / "ablation.md.bak").exists()  # same content: nothing to keep
+
+
+def _check_separation_against_the_images(stored, out, root):
+    """Each row's separation, recomputed from the images its evaluation wrote: the mean contrast
+    over every touching pair of the split (pooled over images, not a mean of image means), and
+    its ratio to the same figure on the real images."""
+    import torch
+
+    from pansynth.data import build_dataset
+    from pansynth.data.transforms import PairedTransform
+    from pansynth.eval.evaluate import read_png
+    from pansynth.eval.separation import pair_contrasts
+
+    val = build_dataset("folder", root, split="val", transform=PairedTransform(size=(32, 32)))
+    samples = [val[index] for index in range(len(val))]
+
+    def pooled(image_of):
+        contrasts = [pair_contrasts(image_of(s), s["panoptic"], s["semantic"], val.thing_classes) for s in samples]
+        assert len({len(c) for c in contrasts}) > 1  # images with different numbers of pairs
+        return torch.cat(contrasts).mean().item()
+
+    real = pooled(lambda sample: sample["image"])
+    assert real > 0
+    for row in stored["variants"]:
+        images = out / f"{row['variant']}-seed0" / "eval" / "images"
+        fake = pooled(lambda sample, images=images: read_png(images / f"{sample['name']}.png"))
+        assert row["per_seed"]["separation"] == [pytest.approx(fake)]
+        assert row["metrics"]["separation"] == pytest.approx(fake)
+        assert row["metrics"]["separation_ratio"] == pytest.approx(fake / real)
 
 
 def test_ablation_rejects_bad_budget(tmp_path):

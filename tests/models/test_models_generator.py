@@ -266,3 +266,64 @@ def test_paper_generator_on_real_coco_maps_fills_holes_at_every_projected_stage(
     image.square().mean().backward()
     for index in (2, 3, 4):  # real maps leave holes at every stage that has a 1x1 projection
         assert generator.upsample_layers[index].proj.weight.grad.abs().sum() > 0
+
+
+class _LiteralBatchNorm(torch.nn.Module):
+    """Batch normalization written out: per channel over (N, H, W), biased variance in training;
+    running statistics updated with momentum 0.1 (unbiased variance) and used in eval mode."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(channels, dtype=torch.float64))
+
+    def forward(self, x):
+        if self.training:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = x.sum(dim=(0, 2, 3)) / count
+            var = ((x - mean[None, :, None, None]) ** 2).sum(dim=(0, 2, 3)) / count
+            self.mean = 0.9 * self.mean + 0.1 * mean.detach()
+            self.var = 0.9 * self.var + 0.1 * var.detach() * count / (count - 1)
+        else:
+            mean, var = self.mean, self.var
+        return (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + 1e-5)
+
+
+def _with_literal_norms(generator: Generator) -> Generator:
+    from pansynth.models.spade import SPADENorm
+
+    reference = copy.deepcopy(generator)
+    for module in reference.modules():
+        if isinstance(module, SPADENorm):
+            module.norm = _LiteralBatchNorm(module.norm_channels)
+    return reference
+
+
+@pytest.mark.parametrize("norm,process_group", [("batch", False), ("syncbatch", False), ("syncbatch", True)])
+def test_batch_norm_modes_match_a_literal_batch_norm(norm, process_group, tmp_path):
+    """Training mode normalizes with the statistics of the whole batch, eval mode with the running
+    statistics those updates left; a CPU process group (the DDP path of sync batch norm) too."""
+    import torch.distributed as dist
+
+    torch.manual_seed(7)
+    generator = Generator(NUM_CLASSES, ngf=4, spade_hidden=16, size=(32, 32), norm=norm).double()
+    reference = _with_literal_norms(generator)
+    semantic, panoptic = _maps(n=3, height=32, width=32)
+    semantic[1], panoptic[1] = semantic[1].flip(-1), panoptic[1].flip(-1)  # three different maps
+    semantic[2], panoptic[2] = semantic[2].flip(-2), panoptic[2].flip(-2)
+    if process_group:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        with torch.no_grad():
+            trained = generator.train()(semantic, panoptic)
+            expected = reference.train()(semantic, panoptic)
+            torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-9)
+            # Batch statistics: a sample's image depends on the other samples of its batch.
+            assert not torch.allclose(generator(semantic[:2], panoptic[:2]), trained[:2], atol=1e-4)
+            reference(semantic[:2], panoptic[:2])  # the same second update of the running statistics
+            evaluated = generator.eval()(semantic, panoptic)
+            torch.testing.assert_close(evaluated, reference.eval()(semantic, panoptic), rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(generator(semantic[:1], panoptic[:1]), evaluated[:1], rtol=1e-9, atol=1e-9)
+    finally:
+        if process_group:
+            dist.destroy_process_group()

@@ -29,9 +29,8 @@ def test_one_plan_per_scale_and_the_same_images(monkeypatch):
     monkeypatch.setattr(spade, "conv_plan", lambda p, k: built.append((tuple(p.shape), k)) or conv_plan(p, k))
     with torch.no_grad():
         planned = generator(semantic, panoptic)
-    # Every scale's map is analysed once (2x2 ... 64x64), not once per layer.
-    assert sorted(built) == sorted({(2, 2**e, 2**e) for e in range(1, 7)} and built)
-    assert len(built) == len(set(built)) == 6
+    # Every scale's map (2x2 ... 64x64) is analysed once for the 3x3 convolutions, not once per layer.
+    assert sorted(built) == [((2, 2**e, 2**e), 3) for e in range(1, 7)]
     monkeypatch.setattr(generator, "_plans", lambda panoptic, features: None)
     with torch.no_grad():
         unplanned = generator(semantic, panoptic)
@@ -78,11 +77,30 @@ def test_bf16_autocast_on_cpu_forward_and_backward_at_a_size_with_sparse_correct
     # (the 1x1 projections of stages without holes in this map get no gradient)
     grads = {name: p.grad for name, p in generator.named_parameters() if ".proj." not in name}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
-    with torch.no_grad():
-        full = generator.eval()(semantic, panoptic)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            half = generator(semantic, panoptic)
-    assert (half.float() - full).abs().max() < 0.1  # bf16 rounding, not another model
+    # The reference for bf16 rounding: the same weights in the plain network (standard 3x3
+    # convolutions, nearest upsampling), whose layers autocast runs in bf16 with float32 sums.
+    plain = Generator(
+        NUM_CLASSES, size=(128, 128), ngf=4, spade_hidden=16, conv="standard", upsample="nearest", boundary=False
+    )
+    missing, unexpected = plain.load_state_dict(generator.state_dict(), strict=False)
+    assert missing == [] and all(".proj." in name for name in unexpected)  # only hole filling's projections
+
+    def bf16_error(model):
+        with torch.no_grad():
+            full = model.eval()(semantic, panoptic)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                half = model(semantic, panoptic).float()
+        return (half - full).square().mean().sqrt(), (half - full).abs().max()
+
+    rms, largest = bf16_error(generator)
+    plain_rms, plain_largest = bf16_error(plain)
+    # The panoptic layers hold their sums and k²/sum(M) in float32 as the plain layers do, so they
+    # may add no more than bf16's own rounding. Measured: 1.0x the plain network's RMS error and
+    # 2.5x its largest error (at the few boundary pixels). A bf16 path that rescales by the square
+    # root of k²/sum(M) gives 10x and 43x, which the former bound of 0.1 absolute let through
+    # (the outputs of this untrained generator have a standard deviation of 0.012).
+    assert rms <= 2 * plain_rms, (rms, plain_rms)
+    assert largest <= 8 * plain_largest, (largest, plain_largest)
 
 
 def test_torch_compile_matches_eager_and_keeps_the_panoptic_layers_in_the_graph():

@@ -1,4 +1,5 @@
-"""Two CPU processes with gloo under torchrun: DDP keeps the ranks' weights identical."""
+"""Two CPU processes with gloo under torchrun: the ranks read different samples and DDP keeps their
+weights identical."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ SCRIPT = textwrap.dedent(
     info = distributed.info()
     assert info.world_size == 2 and info.distributed, info
     rank = info.rank
+    names = []  # the samples this rank trained on, batch by batch
+    train_step = trainer.train_step
+    trainer.train_step = lambda batch: names.append(list(batch["name"])) or train_step(batch)
     trainer.run()
     torch.save({"G": trainer.generator.state_dict(), "D": trainer.D.module.state_dict(),
-                "seen": trainer.step}, os.path.join(out, f"rank{rank}.pt"))
+                "seen": trainer.step, "names": names,
+                "all_names": [trainer.dataset[i]["name"] for i in range(len(trainer.dataset))]},
+               os.path.join(out, f"rank{rank}.pt"))
     distributed.cleanup()
     """
 )
@@ -67,6 +73,13 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path, make_config_dic
     rank0 = torch.load(out / "rank0.pt", weights_only=True)
     rank1 = torch.load(out / "rank1.pt", weights_only=True)
     assert rank0["seen"] == rank1["seen"] == 2
+    # Each rank trained on 2 batches of 2; together the two ranks read the 8 scenes once each (one epoch).
+    assert [len(batch) for batch in rank0["names"]] == [len(batch) for batch in rank1["names"]] == [2, 2]
+    seen0 = [name for batch in rank0["names"] for name in batch]
+    seen1 = [name for batch in rank1["names"] for name in batch]
+    assert len(set(rank0["all_names"])) == 8
+    assert not set(seen0) & set(seen1), (seen0, seen1)
+    assert sorted(seen0 + seen1) == sorted(rank0["all_names"])
     for key in ("G", "D"):
         for name, value in rank0[key].items():
             torch.testing.assert_close(value, rank1[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
