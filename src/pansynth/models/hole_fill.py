@@ -85,7 +85,8 @@ class HoleFillingUpsample(nn.Module):
         if torch.compiler.is_compiling():
             # The holes are found with a data-dependent nonzero: one opaque op keeps the graph whole.
             return torch.ops.pansynth.hole_fill(*arguments)
-        # upsampled is this call's own tensor: the fill is written into it rather than into a copy.
+        # upsampled is this call's own tensor (on either engine a fresh tensor, never a view, which autograd
+        # would forbid writing into): the fill is written into it rather than into a copy.
         return fill_holes(*arguments, inplace=True)
 
     def hole_features(self, semantic_high: Tensor, panoptic_high: Tensor, positions: Tensor) -> Tensor:

@@ -130,6 +130,12 @@ def _channels_inner(tensor: Tensor) -> Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
+def _nhwc_empty(n: int, height: int, width: int, channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An (N, C, H, W) channels_last tensor that owns its storage: not a permuted view, so that a
+    caller may write into an op's output in place (autograd forbids that on a custom op's views)."""
+    return torch.empty((n, channels, height, width), dtype=dtype, device=device, memory_format=torch.channels_last)
+
+
 def _nhwc_strides(tensor: Tensor) -> tuple[int, int, int, int]:
     return tensor.stride(0), tensor.stride(2), tensor.stride(3), tensor.stride(1)
 
@@ -190,11 +196,11 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
         raise ValueError(f"bias must be ({out_channels},) to match the weight, got {_describe(bias)}")
     _check_devices(input, "the input", panoptic=panoptic, weight=weight, bias=bias)
     device, dtype = input.device, input.dtype
-    output = torch.empty((n, height, width, out_channels), dtype=dtype, device=device)
+    output = _nhwc_empty(n, height, width, out_channels, dtype, device)
     scale = torch.empty((n, height, width), dtype=torch.float32, device=device)
     pixels = n * height * width
     if pixels == 0:
-        return output.permute(0, 3, 1, 2), scale
+        return output, scale
     x = _channels_inner(input)
     ids = panoptic.to(torch.int64)
     taps = kernel_size * kernel_size
@@ -213,7 +219,7 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
         KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None, SCALE_INPUT=False,
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
-    return output.permute(0, 3, 1, 2), scale
+    return output, scale
 
 
 def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor) -> Tensor:
@@ -244,10 +250,10 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
     _check_scale(scale, (n, height, width))
     _check_devices(grad_output, "grad_output", panoptic=panoptic, weight=weight, scale=scale)
     device, dtype = grad_output.device, grad_output.dtype
-    grad_input = torch.empty((n, height, width, in_channels), dtype=dtype, device=device)
+    grad_input = _nhwc_empty(n, height, width, in_channels, dtype, device)
     pixels = n * height * width
     if pixels == 0:
-        return grad_input.permute(0, 3, 1, 2)
+        return grad_input
     g = _channels_inner(grad_output)
     ids = panoptic.to(torch.int64)
     row_scale = scale.to(torch.float32).contiguous()
@@ -267,7 +273,7 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
         KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False, SCALE_INPUT=True,
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
-    return grad_input.permute(0, 3, 1, 2)
+    return grad_input
 
 
 def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[int, int]:
@@ -359,11 +365,11 @@ def upsample_forward(features: Tensor, panoptic_low: Tensor, panoptic_high: Tens
     _check_ids(panoptic_high, "panoptic_high", (n, 2 * low_h, 2 * low_w), "the features (2h, 2w)")
     _check_devices(features, "the features", panoptic_low=panoptic_low, panoptic_high=panoptic_high)
     device = features.device
-    upsampled = torch.empty((n, 2 * low_h, 2 * low_w, channels), dtype=features.dtype, device=device)
+    upsampled = _nhwc_empty(n, 2 * low_h, 2 * low_w, channels, features.dtype, device)
     choice = torch.empty((n, 2 * low_h, 2 * low_w), dtype=torch.uint8, device=device)
     pixels = choice.numel()
     if pixels == 0:
-        return upsampled.permute(0, 3, 1, 2), choice
+        return upsampled, choice
     f = _channels_inner(features)
     low = panoptic_low.to(torch.int64)
     high = panoptic_high.to(torch.int64)
@@ -377,7 +383,7 @@ def upsample_forward(features: Tensor, panoptic_low: Tensor, panoptic_high: Tens
         low_h, low_w, channels, pixels,
         *_nhwc_strides(f), *low.stride(), *high.stride(),
     )  # fmt: skip
-    return upsampled.permute(0, 3, 1, 2), choice
+    return upsampled, choice
 
 
 def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[int, int]) -> Tensor:
@@ -402,10 +408,10 @@ def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[in
     _check_ids(choice, "choice", (n, 2 * low_h, 2 * low_w), "grad_upsampled")
     _check_devices(grad_upsampled, "grad_upsampled", choice=choice)
     device = grad_upsampled.device
-    grad_features = torch.empty((n, low_h, low_w, channels), dtype=grad_upsampled.dtype, device=device)
+    grad_features = _nhwc_empty(n, low_h, low_w, channels, grad_upsampled.dtype, device)
     pixels = n * low_h * low_w
     if pixels == 0:
-        return grad_features.permute(0, 3, 1, 2)
+        return grad_features
     g = _channels_inner(grad_upsampled)
     choice = choice.to(torch.uint8).contiguous()
 
@@ -418,4 +424,4 @@ def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[in
         low_h, low_w, channels, pixels,
         *_nhwc_strides(g),
     )  # fmt: skip
-    return grad_features.permute(0, 3, 1, 2)
+    return grad_features
