@@ -3,9 +3,12 @@ torch.compile."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pansynth.models.spade as spade
 from pansynth.models import Generator, MultiscaleDiscriminator
@@ -146,9 +149,35 @@ def wide_interpreter_blocks(monkeypatch):
         monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, "upsample", {"BLOCK_P": 512, "BLOCK_C": 16})
 
 
-def _gan_step_gradients(backend: str, compile: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+# Ops that make the host wait for the device: reads of values, and ops whose output size depends on them.
+HOST_SYNCS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "masked_scatter", "unique", "_unique",
+              "_unique2", "unique_dim", "unique_consecutive", "bincount", "is_nonzero", "equal", "allclose",
+              "repeat_interleave"}  # fmt: skip
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Records every host-synchronising op (and boolean-mask indexing) dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self.allowed = False  # set while the inputs are validated (the one place allowed to read values)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        indices = args[1] if name.startswith(("index", "_index_put")) and len(args) > 1 else ()
+        mask_index = any(isinstance(i, Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
+        if (name in HOST_SYNCS or mask_index) and not self.allowed:
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _gan_step_gradients(
+    backend: str, compile: bool = False, syncs: HostSyncCounter | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """One discriminator and one generator step of the paper's model (hinge + feature matching):
-    the generated images and every parameter's gradient, G's and D's."""
+    the generated images and every parameter's gradient, G's and D's. With ``syncs``, the
+    generator's forward pass and both backward passes run inside that counter."""
     torch.manual_seed(6)
     generator = Generator(NUM_CLASSES, size=(32, 64), ngf=1, spade_hidden=4, spectral=False, backend=backend)
     discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=4, num_scales=2, num_layers=2, spectral=False)
@@ -157,12 +186,27 @@ def _gan_step_gradients(backend: str, compile: bool = False) -> tuple[Tensor, di
     semantic, panoptic = semantic[:, 16:48], panoptic[:, 16:48]
     real = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(7)).to(TRITON_DEVICE) * 2 - 1
     run = torch.compile(generator, backend="aot_eager", fullgraph=True) if compile else generator
-    fake = run(semantic, panoptic)
-    hinge_loss_d(discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic)).backward()
+    counted = syncs if syncs is not None else contextlib.nullcontext()
+    if syncs is not None:
+        check_inputs = generator.check_inputs
+
+        def allowed_check(*args):
+            syncs.allowed = True
+            check_inputs(*args)
+            syncs.allowed = False
+
+        generator.check_inputs = allowed_check
+    with counted:
+        fake = run(semantic, panoptic)
+    d_loss = hinge_loss_d(discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic))
+    with counted:
+        d_loss.backward()
     grads = {f"D.{name}": p.grad.clone() for name, p in discriminator.named_parameters()}
     discriminator.zero_grad()
     fake_outputs, real_outputs = discriminator(fake, semantic, panoptic), discriminator(real, semantic, panoptic)
-    (hinge_loss_g(fake_outputs) + 10 * feature_matching_loss(real_outputs, fake_outputs)).backward()
+    g_loss = hinge_loss_g(fake_outputs) + 10 * feature_matching_loss(real_outputs, fake_outputs)
+    with counted:
+        g_loss.backward()
     for name, parameter in generator.named_parameters():
         # (a stage without holes leaves its projection unused: None in eager mode, zeros compiled)
         grads[f"G.{name}"] = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
@@ -177,9 +221,14 @@ def test_the_paper_generator_trains_on_the_triton_engine_with_the_torch_engines_
     """Training steps on the Triton engine: the same images and gradients as the PyTorch engine's.
 
     The hole filling writes into Algorithm 1's output, which on this engine is a custom op's
-    output: it must be the op's own tensor, not a view (autograd forbids writing into those)."""
+    output: it must be the op's own tensor, not a view (autograd forbids writing into those).
+    And nothing in the eager forward or backward pass waits for the device (no nonzero, item,
+    boolean-mask indexing...) but the one check of the class indices at the input."""
     expected_fake, expected = _gan_step_gradients("torch")
-    fake, grads = _gan_step_gradients("triton", compile=compile)
+    syncs = HostSyncCounter() if not compile else None
+    fake, grads = _gan_step_gradients("triton", compile=compile, syncs=syncs)
+    if syncs is not None:
+        assert syncs.found == []
     torch.testing.assert_close(fake, expected_fake, rtol=1e-5, atol=1e-5)
     assert grads.keys() == expected.keys()
     for name, grad in grads.items():
