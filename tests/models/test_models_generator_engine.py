@@ -143,10 +143,9 @@ def wide_interpreter_blocks(monkeypatch):
     if TRITON_DEVICE == "cpu":
         from pansynth.ops._triton import _kernels
 
-        monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, "conv", {"BLOCK_M": 512, "BLOCK_N": 16, "BLOCK_K": 16,
-                                                                    "GROUP_M": 2})  # fmt: skip
-        monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, "weight_grad", {"BLOCK_P": 512, "BLOCK_O": 16, "BLOCK_C": 16})
-        monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, "upsample", {"BLOCK_P": 512, "BLOCK_C": 16})
+        wide = {"conv": {"BLOCK_M": 512}, "weight_grad": {"BLOCK_P": 512}, "upsample": {"BLOCK_P": 512}}
+        for name, blocks in wide.items():
+            monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, name, {**_kernels.INTERPRETER_CONFIGS[name], **blocks})
 
 
 # Ops that make the host wait for the device: reads of values, and ops whose output size depends on them.
