@@ -273,20 +273,23 @@ def panoptic_upsample_backward_kernel(
     r = rest // w
     c = rest % w
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for k in tl.static_range(4):
+    # A runtime loop over the 16 (block, pixel) pairs, not an unrolled one: one gradient tile live at a
+    # time (unrolled, the 16 tiles' loads were all in flight: 255 registers and spills in fp32).
+    for j in range(16):
+        k = j // 4
+        q = j % 4
         block_r = r - k // 2
         block_c = c - k % 2
         block_valid = valid & (block_r >= 0) & (block_c >= 0)
-        for q in tl.static_range(4):
-            y = 2 * block_r + q // 2
-            x = 2 * block_c + q % 2
-            chosen = tl.load(choice_ptr + (n * (4 * low_hw) + y * (2 * w) + x), mask=block_valid, other=255)
-            takes = block_valid & (chosen.to(tl.int32) == k)
-            acc += tl.load(
-                g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + rc[None, :] * stride_gc,
-                mask=takes[:, None] & rc_valid[None, :],
-                other=0.0,
-            ).to(tl.float32)
+        y = 2 * block_r + q // 2
+        x = 2 * block_c + q % 2
+        chosen = tl.load(choice_ptr + (n * (4 * low_hw) + y * (2 * w) + x), mask=block_valid, other=255)
+        takes = block_valid & (chosen.to(tl.int32) == k)
+        acc += tl.load(
+            g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + rc[None, :] * stride_gc,
+            mask=takes[:, None] & rc_valid[None, :],
+            other=0.0,
+        ).to(tl.float32)
     tl.store(
         out_ptr + rp[:, None] * C + rc[None, :],
         acc.to(out_ptr.dtype.element_ty),
