@@ -248,7 +248,9 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
     return output, scale
 
 
-def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor) -> Tensor:
+def conv2d_input_grad(
+    grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor, prescaled: bool = False
+) -> Tensor:
     """Gradient of eq. 2 with respect to its input, one fused kernel.
 
     ``grad_input[q] = sum_t M_t(q - d_t) W_t^T g~[q - d_t]`` with ``g~ = grad_output * scale``
@@ -260,6 +262,7 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
         panoptic (Tensor[N, H, W]): integer ids.
         weight (Tensor[O, C, k, k]): cast to grad_output's dtype.
+        prescaled: grad_output is g~ already (the caller multiplied it by the scale once for both gradients).
 
     Returns:
         Tensor[N, C, H, W] in grad_output's dtype, channels_last.
@@ -280,7 +283,7 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
     pixels = n * height * width
     if pixels == 0:
         return grad_input
-    g = _prescaled(grad_output, scale, dtype)
+    g = _nhwc_contiguous(grad_output) if prescaled else _prescaled(grad_output, scale, dtype)
     mask, _ = _neighbour_mask(panoptic, kernel_size)
     # (C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
     weight_rows = weight.to(dtype).flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, -1).contiguous()
@@ -311,7 +314,9 @@ def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[
     return _cdiv(pixels, per_split), per_split
 
 
-def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int) -> Tensor:
+def conv2d_weight_grad(
+    grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int, prescaled: bool = False
+) -> Tensor:
     """Gradient of eq. 2 with respect to the weight: ``grad_W_t = sum_p M_t(p) g~[p] x[p + d_t]^T``.
 
     A masked implicit GEMM reducing over pixels, split over pixel ranges whose fp32 partial
@@ -322,6 +327,7 @@ def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panopt
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
         panoptic (Tensor[N, H, W]): integer ids.
         kernel_size: 1, 3 or 5.
+        prescaled: grad_output is g~ already.
 
     Returns:
         Tensor[O, C, k, k] float32.
@@ -345,7 +351,7 @@ def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panopt
     if pixels == 0:
         return torch.zeros((out_channels, in_channels, kernel_size, kernel_size), dtype=torch.float32, device=device)
     dtype = torch.promote_types(grad_output.dtype, input.dtype)
-    g = _prescaled(grad_output, scale, dtype)
+    g = _nhwc_contiguous(grad_output, dtype) if prescaled else _prescaled(grad_output, scale, dtype)
     x = _nhwc_contiguous(input, dtype)
     mask, _ = _neighbour_mask(panoptic, kernel_size)
     splits, per_split = _weight_grad_splits(pixels, taps * _cdiv(out_channels, 64) * _cdiv(in_channels, 64), device)
