@@ -29,6 +29,7 @@ browser:
 
 bench: $(STAMP)
 	$(BIN)/python -m pansynth.bench
+	$(BIN)/python -m pansynth.ops._triton.report --quick || echo "note: the kernel report needs triton with its CUDA backend"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

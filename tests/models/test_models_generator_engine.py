@@ -3,11 +3,16 @@ torch.compile."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pansynth.models.spade as spade
-from pansynth.models import Generator
+from pansynth.models import Generator, MultiscaleDiscriminator
+from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
 from pansynth.ops import conv_plan
 
 NUM_CLASSES = 5
@@ -136,3 +141,114 @@ def test_torch_compile_of_the_paper_generator_is_one_graph_with_the_same_values_
         expected_grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
         torch.testing.assert_close(compiled_grads[name], expected_grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(".proj." in name and g.abs().sum() > 0 for name, g in compiled_grads.items())  # holes were filled
+
+
+# --- the paper's generator trained on the Triton engine ------------------------------------------
+
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _triton_runs() -> bool:
+    from pansynth.ops.backend import triton_available
+
+    return triton_available(torch.device(TRITON_DEVICE))
+
+
+@pytest.fixture
+def wide_interpreter_blocks(monkeypatch):
+    """Under the interpreter every program costs Python time: wide blocks keep a whole generator's
+    training step to seconds (the kernel tests in tests/ops cover the small, ragged blocks)."""
+    if TRITON_DEVICE == "cpu":
+        from pansynth.ops._triton import _kernels
+
+        wide = {"conv": {"BLOCK_M": 512}, "weight_grad": {"BLOCK_P": 512}, "upsample": {"BLOCK_P": 512}}
+        for name, blocks in wide.items():
+            monkeypatch.setitem(_kernels.INTERPRETER_CONFIGS, name, {**_kernels.INTERPRETER_CONFIGS[name], **blocks})
+
+
+# Ops that make the host wait for the device: reads of values, and ops whose output size depends on them.
+HOST_SYNCS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "masked_scatter", "unique", "_unique",
+              "_unique2", "unique_dim", "unique_consecutive", "bincount", "is_nonzero", "equal", "allclose",
+              "repeat_interleave"}  # fmt: skip
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Records every host-synchronising op (and boolean-mask indexing) dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self.allowed = False  # set while the inputs are validated (the one place allowed to read values)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        indices = args[1] if name.startswith(("index", "_index_put")) and len(args) > 1 else ()
+        mask_index = any(isinstance(i, Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
+        if (name in HOST_SYNCS or mask_index) and not self.allowed:
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _gan_step_gradients(
+    backend: str, compile: bool = False, syncs: HostSyncCounter | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One discriminator and one generator step of the paper's model (hinge + feature matching):
+    the generated images and every parameter's gradient, G's and D's. With ``syncs``, the
+    generator's forward pass and both backward passes run inside that counter."""
+    torch.manual_seed(6)
+    generator = Generator(NUM_CLASSES, size=(32, 64), ngf=1, spade_hidden=4, spectral=False, backend=backend)
+    discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=4, num_scales=2, num_layers=2, spectral=False)
+    generator.to(TRITON_DEVICE), discriminator.to(TRITON_DEVICE)
+    semantic, panoptic = (m.to(TRITON_DEVICE) for m in _maps(1, 64))
+    semantic, panoptic = semantic[:, 16:48], panoptic[:, 16:48]
+    real = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(7)).to(TRITON_DEVICE) * 2 - 1
+    run = torch.compile(generator, backend="aot_eager", fullgraph=True) if compile else generator
+    counted = syncs if syncs is not None else contextlib.nullcontext()
+    if syncs is not None:
+        check_inputs = generator.check_inputs
+
+        def allowed_check(*args):
+            syncs.allowed = True
+            check_inputs(*args)
+            syncs.allowed = False
+
+        generator.check_inputs = allowed_check
+    with counted:
+        fake = run(semantic, panoptic)
+    d_loss = hinge_loss_d(discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic))
+    with counted:
+        d_loss.backward()
+    grads = {f"D.{name}": p.grad.clone() for name, p in discriminator.named_parameters()}
+    discriminator.zero_grad()
+    fake_outputs, real_outputs = discriminator(fake, semantic, panoptic), discriminator(real, semantic, panoptic)
+    g_loss = hinge_loss_g(fake_outputs) + 10 * feature_matching_loss(real_outputs, fake_outputs)
+    with counted:
+        g_loss.backward()
+    for name, parameter in generator.named_parameters():
+        # (a stage without holes leaves its projection unused: None in eager mode, zeros compiled)
+        grads[f"G.{name}"] = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+    return fake.detach(), grads
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_the_paper_generator_trains_on_the_triton_engine_with_the_torch_engines_gradients(
+    compile, wide_interpreter_blocks
+):
+    """Training steps on the Triton engine: the same images and gradients as the PyTorch engine's.
+
+    The hole filling writes into Algorithm 1's output, which on this engine is a custom op's
+    output: it must be the op's own tensor, not a view (autograd forbids writing into those).
+    And nothing in the eager forward or backward pass waits for the device (no nonzero, item,
+    boolean-mask indexing...) but the one check of the class indices at the input."""
+    expected_fake, expected = _gan_step_gradients("torch")
+    syncs = HostSyncCounter() if not compile else None
+    fake, grads = _gan_step_gradients("triton", compile=compile, syncs=syncs)
+    if syncs is not None:
+        assert syncs.found == []
+    torch.testing.assert_close(fake, expected_fake, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == expected.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    holes = [name for name in grads if ".proj." in name and grads[name].abs().sum() > 0]
+    assert holes  # some stage filled holes, and its projection learned from them

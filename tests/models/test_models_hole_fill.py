@@ -113,3 +113,35 @@ def test_the_hole_fill_custom_op_passes_opcheck_and_equals_the_eager_code(bounda
     )  # fmt: skip
     torch.testing.assert_close(torch.ops.pansynth.hole_fill(*arguments), fill_holes(*arguments))
     torch.library.opcheck(torch.ops.pansynth.hole_fill.default, arguments)
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255])
+@pytest.mark.parametrize("first", ["panoptic", "standard"])
+@pytest.mark.parametrize("boundary", [False, True])
+def test_the_dense_fill_of_the_accelerator_path_equals_the_sparse_one(ignore_index, first, boundary):
+    """fill_holes_dense (no nonzero: the Triton engine's path) against the literal formula, values and gradients."""
+    from pansynth.models.hole_fill import fill_holes_dense
+
+    g = torch.Generator().manual_seed(11 + boundary)
+    num_classes = 4
+    in_channels = num_classes + (ignore_index is not None) + boundary
+    conv = PanopticConv2d(in_channels, 8, 3) if first == "panoptic" else torch.nn.Conv2d(in_channels, 8, 3, padding=1)
+    layer = HoleFillingUpsample(conv.double(), 5, num_classes, ignore_index, boundary).double()
+    low, high = random_maps(2, 4, 5, g, 5)
+    semantic = torch.randint(0, num_classes, high.shape, generator=g)
+    if ignore_index is not None:
+        semantic[:, 0, :] = ignore_index
+    features = torch.randn(2, 5, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    upsampled, matched = panoptic_upsample(features, low, high)
+    parameters = [features, conv.weight, conv.bias, layer.proj.weight, layer.proj.bias]
+    dense = fill_holes_dense(
+        upsampled, matched, semantic, high, conv.weight, conv.bias, layer.proj.weight, layer.proj.bias,
+        first == "panoptic", boundary, num_classes, ignore_index,
+    )  # fmt: skip
+    expected = literal_eq3(layer, features, semantic, low, high)
+    torch.testing.assert_close(dense, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((dense * weights).sum(), parameters)
+    wanted = torch.autograd.grad((expected * weights).sum(), parameters)
+    for a, b in zip(got, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -132,18 +132,21 @@ def stand_in_kernels(calls: Counter) -> types.ModuleType:
         output = engine.conv2d_forward(input, weight, bias, plan)
         return output.contiguous(memory_format=torch.channels_last), scale_of(panoptic, weight.shape[-1])
 
-    def conv2d_input_grad(grad_output, scale, panoptic, weight):
+    def conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=False):
         calls["conv2d_input_grad"] += 1
         torch.testing.assert_close(scale, scale_of(panoptic, weight.shape[-1]))
-        assert grad_output.is_contiguous(memory_format=torch.channels_last)
+        assert grad_output.is_contiguous(memory_format=torch.channels_last) and prescaled
+        grad_output = (grad_output / scale.unsqueeze(1)).to(grad_output.dtype)  # the engine below scales it
         n, _, height, width = grad_output.shape
         input = grad_output.new_zeros(n, weight.shape[1], height, width)
         plan = engine.ConvPlan(panoptic, weight.shape[-1])
         return engine.conv2d_backward(grad_output, input, weight, plan, True, False)[0]
 
-    def conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size):
+    def conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
         calls["conv2d_weight_grad"] += 1
         torch.testing.assert_close(scale, scale_of(panoptic, kernel_size))
+        assert grad_output.is_contiguous(memory_format=torch.channels_last) and prescaled
+        grad_output = (grad_output / scale.unsqueeze(1)).to(grad_output.dtype)
         weight = input.new_zeros(grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
         plan = engine.ConvPlan(panoptic, kernel_size)
         return engine.conv2d_backward(grad_output, input, weight, plan, False, True)[1].float()

@@ -44,7 +44,7 @@ from pansynth.models.init import init_weights
 from pansynth.models.spade import PlanCache, SPADEResBlock, apply_conv, make_conv3x3, resize_label
 from pansynth.ops import Backend
 from pansynth.ops.backend import BACKENDS, select_backend
-from pansynth.ops.maps import boundary_map, check_map, downsample_map, semantic_one_hot
+from pansynth.ops.maps import boundary_map, check_map, check_semantic_values, downsample_map, semantic_one_hot
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Generator", "build_label_map", "label_map_channels"]
 
@@ -63,19 +63,20 @@ def label_map_channels(num_classes: int, ignore_index: int | None, boundary: boo
 
 
 def build_label_map(
-    semantic: Tensor, panoptic: Tensor, num_classes: int, ignore_index: int | None, boundary: bool
+    semantic: Tensor, panoptic: Tensor, num_classes: int, ignore_index: int | None, boundary: bool, check: bool = True
 ) -> Tensor:
     """The network's label input: one-hot semantic map, plus the boundary map when asked.
 
     Args:
         semantic (Tensor[N, H, W]): class indices in ``[0, num_classes)`` or ``ignore_index``.
         panoptic (Tensor[N, H, W]): integer segment ids (only read when ``boundary``).
+        check: check the class indices (reads them: see :func:`pansynth.ops.maps.check_semantic_values`).
 
     Returns:
         Tensor[N, L, H, W] float32, L = :func:`label_map_channels`; ignored pixels are
         one-hot in the extra channel after the classes; the boundary map is the last channel.
     """
-    label = semantic_one_hot(semantic, num_classes, ignore_index)
+    label = semantic_one_hot(semantic, num_classes, ignore_index, check=check)
     if boundary:
         label = torch.cat([label, boundary_map(panoptic)], dim=1)
     return label
@@ -253,13 +254,16 @@ class Generator(nn.Module):
     # ------------------------------------------------------------------ forward
     def label_map(self, semantic: Tensor, panoptic: Tensor) -> Tensor:
         """The label input (Tensor[N, L, H, W]) built from the semantic and panoptic maps."""
-        return build_label_map(semantic, panoptic, self.num_classes, self.ignore_index, self.boundary)
+        # (the class indices are checked once per call, by check_inputs)
+        return build_label_map(semantic, panoptic, self.num_classes, self.ignore_index, self.boundary, check=False)
 
     def check_inputs(self, semantic: Tensor, panoptic: Tensor) -> None:
         """Raise a ValueError that says what is wrong with a pair of input maps.
 
         :meth:`forward` calls it in eager mode; under ``torch.compile`` the checks that read the
-        maps' values are left out of the compiled graph (call this once yourself beforehand).
+        maps' values are left out of the compiled graph (call this once yourself beforehand). The
+        class-index check is the only place where a forward pass reads values on the host: on the
+        Triton engine nothing else in the forward or backward pass waits for the device.
         """
         if isinstance(semantic, Tensor) and semantic.dim() == 4:
             raise ValueError(
@@ -273,6 +277,7 @@ class Generator(nn.Module):
             raise ValueError(
                 f"semantic/panoptic maps are {h}x{w} but this generator (size={eh}x{ew}) expects {eh}x{ew}"
             )
+        check_semantic_values(semantic, self.num_classes, self.ignore_index)
 
     def _upsample(self, index: int, x: Tensor, semantic: Tensor, panoptic: Tensor) -> Tensor:
         if self.upsample_layers is None:

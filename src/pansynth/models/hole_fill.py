@@ -10,7 +10,11 @@ generator's first layer, shared by every stage (section 3.3)::
 ``proj`` is a 1x1 convolution to the stage's channel count (present where that differs from
 the first layer's 16·ngf). The first layer's input is one-hot (plus the instance boundary
 channel when the generator takes it), so its output at a pixel is a sum of weight columns:
-it is computed at the holes only, with :func:`pansynth.ops.panoptic_conv2d_labels`.
+it is computed at the holes only, with :func:`pansynth.ops.panoptic_conv2d_labels`, on the
+PyTorch engine (the CPU path: finding the holes is a ``nonzero``). On the Triton engine (the
+accelerators' path) nothing may wait for the device: :func:`fill_holes_dense` computes the
+fill at every pixel, with ``proj`` folded into the first layer's weight (C channels, a k²-tap
+lookup per pixel: small next to the stage's convolutions), and selects it at the holes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pansynth.ops import Backend, PanopticConv2d, panoptic_conv2d_labels, panoptic_upsample
+from pansynth.ops.backend import select_backend
 from pansynth.ops.maps import boundary_map, semantic_to_index
 
 __all__ = ["HoleFillingUpsample"]
@@ -82,10 +87,14 @@ class HoleFillingUpsample(nn.Module):
             None if proj is None else proj.weight, None if proj is None else proj.bias,
             isinstance(layer, PanopticConv2d), self.boundary, self.num_classes, self.ignore_index,
         )  # fmt: skip
+        if select_backend(self.backend, features) == "triton":
+            # The engine of accelerators: no host synchronisation, and plain ops torch.compile traces.
+            return fill_holes_dense(*arguments)
         if torch.compiler.is_compiling():
             # The holes are found with a data-dependent nonzero: one opaque op keeps the graph whole.
             return torch.ops.pansynth.hole_fill(*arguments)
-        # upsampled is this call's own tensor: the fill is written into it rather than into a copy.
+        # upsampled is this call's own tensor (on either engine a fresh tensor, never a view, which autograd
+        # would forbid writing into): the fill is written into it rather than into a copy.
         return fill_holes(*arguments, inplace=True)
 
     def hole_features(self, semantic_high: Tensor, panoptic_high: Tensor, positions: Tensor) -> Tensor:
@@ -185,6 +194,50 @@ def fill_holes(
     return upsampled.index_put((batch, channels, rows, cols), fill)
 
 
+def fill_holes_dense(
+    upsampled: Tensor,
+    matched: Tensor,
+    semantic_high: Tensor,
+    panoptic_high: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    proj_weight: Tensor | None,
+    proj_bias: Tensor | None,
+    partial: bool,
+    boundary: bool,
+    num_classes: int,
+    ignore_index: int | None,
+) -> Tensor:
+    """Eq. 3 as :func:`fill_holes`, without reading any value on the host (no ``nonzero``, no ``item``).
+
+    The fill ``proj(first_layer(S [⊕ B], P))`` is computed at every pixel -- ``proj`` folded into the
+    first layer: ``(P W) x + P b + b_proj`` -- and selected where no candidate matched. The semantic
+    map's values are not checked here (the generator checks them once per call, before its layers).
+    """
+    out_channels = weight.shape[0] if proj_weight is None else proj_weight.shape[0]
+    if proj_weight is not None:
+        projection = proj_weight.reshape(out_channels, -1)
+        weight = torch.einsum("co,olij->clij", projection, weight)
+        bias = projection @ bias + proj_bias if bias is not None else proj_bias
+    panoptic_high = panoptic_high.long()
+    labels = semantic_to_index(semantic_high, num_classes, ignore_index, check=False)
+    # A plain convolution masks nothing but the image border (one id everywhere), without eq. 2's rescaling.
+    ids = panoptic_high if partial else torch.zeros_like(panoptic_high)
+    fill = panoptic_conv2d_labels(labels, ids, weight[:, : weight.shape[1] - int(boundary)], check=False)
+    if boundary:
+        # The boundary channel as a one-hot map with labels {0: no edge, 1: edge} (see hole_features).
+        edges = boundary_map(panoptic_high)[:, 0].long()
+        edge_weight = torch.stack([torch.zeros_like(weight[:, -1]), weight[:, -1]], dim=1)
+        fill = fill + panoptic_conv2d_labels(edges, ids, edge_weight, check=False)
+    if not partial:
+        kernel_size = weight.shape[-1]
+        fill = fill * (_inside_counts_dense(panoptic_high.shape[-2:], kernel_size, fill) / kernel_size**2)
+    if bias is not None:
+        fill = fill + bias[:, None, None]
+    # upsampled is 0 at the holes: selecting the fill there equals adding (1 - M) * fill (eq. 3).
+    return torch.where(matched > 0, upsampled, fill.to(upsampled.dtype))
+
+
 # --- one opaque op for torch.compile: forward and backward run the eager code above ---------------
 
 _HOLE_FILL_SCHEMA = (
@@ -261,6 +314,16 @@ def _hole_fill_op_backward(ctx, grad_output):
 
 
 _hole_fill_op.register_autograd(_hole_fill_op_backward, setup_context=_hole_fill_setup_context)
+
+
+def _inside_counts_dense(size: torch.Size, kernel_size: int, like: Tensor) -> Tensor:
+    """Window positions inside the image of the k x k window of every pixel: Tensor[H, W] of ``like``'s dtype."""
+    radius = kernel_size // 2
+    counts = []
+    for length in size:
+        index = torch.arange(length, device=like.device)
+        counts.append((index + radius).clamp(max=length - 1) - (index - radius).clamp(min=0) + 1)
+    return (counts[0][:, None] * counts[1][None, :]).to(like.dtype)
 
 
 def _inside_counts(positions: Tensor, size: torch.Size, kernel_size: int) -> Tensor:

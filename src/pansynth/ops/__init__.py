@@ -12,6 +12,7 @@ from pansynth.ops.maps import (
     semantic_one_hot,
     semantic_to_index,
 )
+from pansynth.ops.masks import neighbour_mask
 from pansynth.ops.panoptic_conv import (
     ConvPlan,
     PanopticConv2d,
@@ -30,6 +31,7 @@ __all__ = [
     "conv_plan",
     "downsample_map",
     "label_channels",
+    "neighbour_mask",
     "panoptic_conv2d",
     "panoptic_conv2d_labels",
     "panoptic_upsample",

@@ -63,14 +63,14 @@ def _(input, panoptic, weight, bias):
 @torch.library.custom_op(
     "pansynth::panoptic_conv2d_triton_input_grad",
     mutates_args=(),
-    schema="(Tensor grad_output, Tensor scale, Tensor panoptic, Tensor weight) -> Tensor",
+    schema="(Tensor grad_output, Tensor scale, Tensor panoptic, Tensor weight, bool prescaled=False) -> Tensor",
 )
-def _conv2d_input_grad(grad_output, scale, panoptic, weight):
-    return _as_channels_last(_kernels().conv2d_input_grad(grad_output, scale, panoptic, weight))
+def _conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=False):
+    return _as_channels_last(_kernels().conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=prescaled))
 
 
 @_conv2d_input_grad.register_fake
-def _(grad_output, scale, panoptic, weight):
+def _(grad_output, scale, panoptic, weight, prescaled=False):
     n, _, height, width = grad_output.shape
     return _channels_last_empty((n, weight.shape[1], height, width), grad_output.dtype, grad_output.device)
 
@@ -78,14 +78,16 @@ def _(grad_output, scale, panoptic, weight):
 @torch.library.custom_op(
     "pansynth::panoptic_conv2d_triton_weight_grad",
     mutates_args=(),
-    schema="(Tensor grad_output, Tensor scale, Tensor input, Tensor panoptic, int kernel_size) -> Tensor",
+    schema="(Tensor grad_output, Tensor scale, Tensor input, Tensor panoptic, int kernel_size, "
+    "bool prescaled=False) -> Tensor",
 )
-def _conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size):
-    return _kernels().conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size).float().contiguous()
+def _conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
+    grad = _kernels().conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=prescaled)
+    return grad.float().contiguous()
 
 
 @_conv2d_weight_grad.register_fake
-def _(grad_output, scale, input, panoptic, kernel_size):
+def _(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
     shape = (grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
     return input.new_empty(shape, dtype=torch.float32)
 
@@ -101,17 +103,20 @@ def _conv2d_setup_context(ctx, inputs, output) -> None:
 def _conv2d_backward(ctx, grad_output, _grad_scale):
     input, panoptic, weight, scale = ctx.saved_tensors
     need_input, _, need_weight, need_bias = ctx.needs_input_grad
-    # The kernels read the gradient in the layout of the output they wrote.
-    grad_output = grad_output.to(input.dtype).contiguous(memory_format=torch.channels_last)
     grad_input = grad_weight = grad_bias = None
-    if need_input:
-        grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(grad_output, scale, panoptic, weight)
-    if need_weight:
-        grad_weight = torch.ops.pansynth.panoptic_conv2d_triton_weight_grad(
-            grad_output, scale, input, panoptic, weight.shape[-1]
-        ).to(weight.dtype)
     if need_bias and ctx.bias_dtype is not None:
         grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+    if need_input or need_weight:
+        # g~ = g * k²/sum(M), once for both gradients, written in the kernels' layout (one pass in eager
+        # mode, fused with whatever made g under torch.compile); rounded to the input's dtype.
+        scaled = _channels_last_empty(grad_output.shape, input.dtype, grad_output.device)
+        scaled = torch.mul(grad_output, scale.unsqueeze(1), out=scaled)
+    if need_input:
+        grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(scaled, scale, panoptic, weight, True)
+    if need_weight:
+        grad_weight = torch.ops.pansynth.panoptic_conv2d_triton_weight_grad(
+            scaled, scale, input, panoptic, weight.shape[-1], True
+        ).to(weight.dtype)
     return grad_input, None, grad_weight, grad_bias
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 __all__ = [
     "check_map",
     "semantic_to_index",
+    "check_semantic_values",
     "semantic_one_hot",
     "label_channels",
     "boundary_map",
@@ -42,11 +43,15 @@ def label_channels(num_classes: int, ignore_index: int | None) -> int:
     return num_classes + (1 if ignore_index is not None else 0)
 
 
-def semantic_to_index(semantic: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+def semantic_to_index(
+    semantic: Tensor, num_classes: int, ignore_index: int | None = None, *, check: bool = True
+) -> Tensor:
     """Map class indices to one-hot channel indices, checking their range.
 
     Pixels equal to ``ignore_index`` go to the extra channel ``num_classes``. Values out of
-    range raise a ValueError in eager mode; a compiled graph does not check them.
+    range raise a ValueError in eager mode (:func:`check_semantic_values`); a compiled graph
+    does not check them, nor does ``check=False`` (for callers that checked the map once already:
+    reading the values is a host synchronisation on an accelerator).
 
     Args:
         semantic (Tensor[N, H, W]): integer class indices in ``[0, num_classes)`` or ``ignore_index``.
@@ -55,29 +60,44 @@ def semantic_to_index(semantic: Tensor, num_classes: int, ignore_index: int | No
         Tensor[N, H, W] int64 channel indices in ``[0, label_channels(num_classes, ignore_index))``.
     """
     check_map(semantic, "semantic")
+    if check:
+        check_semantic_values(semantic, num_classes, ignore_index)
     semantic = semantic.long()
     if ignore_index is not None:
         semantic = torch.where(semantic == ignore_index, torch.full_like(semantic, num_classes), semantic)
-        valid_max = num_classes
-    else:
-        valid_max = num_classes - 1
-    # The range check reads the values (a device sync, and a break in a compiled graph): it runs
-    # in eager mode and is left out while torch.compile traces.
-    if semantic.numel() > 0 and not torch.compiler.is_compiling():
-        low, high = int(semantic.min()), int(semantic.max())
-        if low < 0 or high > valid_max:
-            bad = low if low < 0 else high
-            ignore = f" or the ignore index {ignore_index}" if ignore_index is not None else ""
-            raise ValueError(f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore}")
     return semantic
 
 
-def semantic_one_hot(semantic: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+def check_semantic_values(semantic: Tensor, num_classes: int, ignore_index: int | None = None) -> None:
+    """Raise a ValueError naming the first bad value unless every class index of ``semantic`` lies in
+    ``[0, num_classes)`` or equals ``ignore_index``.
+
+    It reads the values (a host synchronisation on an accelerator, and a break in a compiled
+    graph): it runs in eager mode and is left out while torch.compile traces.
+    """
+    if semantic.numel() == 0 or torch.compiler.is_compiling():
+        return
+    index = semantic.long()
+    if ignore_index is not None:
+        index = torch.where(index == ignore_index, torch.zeros_like(index), index)
+    # (with an ignore index, num_classes itself is accepted: it is the ignore channel's index)
+    valid_max = num_classes if ignore_index is not None else num_classes - 1
+    low, high = torch.stack(torch.aminmax(index)).tolist()  # one read
+    if low < 0 or high > valid_max:
+        bad = low if low < 0 else high
+        ignore = f" or the ignore index {ignore_index}" if ignore_index is not None else ""
+        raise ValueError(f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore}")
+
+
+def semantic_one_hot(
+    semantic: Tensor, num_classes: int, ignore_index: int | None = None, *, check: bool = True
+) -> Tensor:
     """One-hot encode a semantic map.
 
     Args:
         semantic (Tensor[N, H, W]): integer class indices; pixels equal to ``ignore_index``
             are encoded in an extra last channel.
+        check: check the values (see :func:`semantic_to_index`).
 
     Returns:
         Tensor[N, K, H, W] float32 with K = ``num_classes`` (+1 when ``ignore_index`` is set).
@@ -86,7 +106,7 @@ def semantic_one_hot(semantic: Tensor, num_classes: int, ignore_index: int | Non
         >>> semantic_one_hot(torch.tensor([[[0, 2]]]), 3).shape
         torch.Size([1, 3, 1, 2])
     """
-    index = semantic_to_index(semantic, num_classes, ignore_index)
+    index = semantic_to_index(semantic, num_classes, ignore_index, check=check)
     channels = label_channels(num_classes, ignore_index)
     one_hot = torch.zeros(index.shape[0], channels, *index.shape[1:], device=index.device)
     return one_hot.scatter_(1, index.unsqueeze(1), 1.0)

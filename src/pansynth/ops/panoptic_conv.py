@@ -147,6 +147,8 @@ def panoptic_conv2d_labels(
     weight: Tensor,
     bias: Tensor | None = None,
     positions: Tensor | None = None,
+    *,
+    check: bool = True,
 ) -> Tensor:
     """Panoptic-aware convolution of a one-hot map, computed as an embedding lookup.
 
@@ -154,7 +156,8 @@ def panoptic_conv2d_labels(
     costs k*k*O per pixel instead of k*k*K*O: with a one-hot input, W^T (X ⊙ M) is a sum of
     the weight columns of the classes seen in the window. With ``positions`` it is
     computed only at those pixels (the hole-filling layer needs it at unmatched pixels only).
-    Runs on the PyTorch engine on every device.
+    Runs on the PyTorch engine on every device. Without ``positions`` and with ``check=False``
+    it reads no values on the host (no ``nonzero``, no ``item``): one embedding lookup per tap.
 
     Args:
         labels (Tensor[N, H, W]): channel indices in ``[0, K)`` (see ``semantic_to_index``).
@@ -162,9 +165,10 @@ def panoptic_conv2d_labels(
         weight (Tensor[O, K, k, k]): filter with an odd kernel size.
         bias (Tensor[O], optional)
         positions (Tensor[n, 3], optional): (batch, y, x) of the pixels to compute.
+        check: check that the labels lie in ``[0, K)`` (reads them: a host synchronisation).
 
     Returns:
-        Tensor[N, O, H, W], or Tensor[n, O] when ``positions`` is given.
+        Tensor[N, O, H, W] (channels_last), or Tensor[n, O] when ``positions`` is given.
 
     Example:
         >>> labels = torch.randint(0, 5, (1, 6, 6))
@@ -179,16 +183,16 @@ def panoptic_conv2d_labels(
     if kernel_size != kernel_w or kernel_size % 2 == 0:
         raise ValueError(f"the kernel must be square with an odd size, got {kernel_size}x{kernel_w}")
     labels = labels.long()
-    _check_labels_range(labels, num_labels)
+    if check:
+        _check_labels_range(labels, num_labels)
     radius = kernel_size // 2
     n, height, width = labels.shape
-    dense = positions is None
-    if dense:
-        positions = torch.ones(n, height, width, dtype=torch.bool, device=labels.device).nonzero()
-    elif positions.dim() != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must be (n, 3) rows of (batch, y, x), got {tuple(positions.shape)}")
     # taps[t, label] is the weight column W[:, label, t]: (k*k, K, O)
     taps = weight.permute(2, 3, 1, 0).reshape(kernel_size * kernel_size, num_labels, out_channels)
+    if positions is None:
+        return _labels_conv_dense(labels, panoptic, taps, bias, kernel_size)
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must be (n, 3) rows of (batch, y, x), got {tuple(positions.shape)}")
     tap_index = torch.arange(kernel_size * kernel_size, device=labels.device)
     out = weight.new_empty(len(positions), out_channels)
     for b in range(n):
@@ -202,9 +206,32 @@ def panoptic_conv2d_labels(
         values = (columns * windows.same.unsqueeze(-1).to(columns.dtype)).sum(1)
         values = values * windows.scale(values.dtype)[:, None]
         out[rows] = values if bias is None else values + bias
-    if dense:
-        return out.view(n, height, width, out_channels).permute(0, 3, 1, 2)
     return out
+
+
+def _labels_conv_dense(labels: Tensor, panoptic: Tensor, taps: Tensor, bias: Tensor | None, kernel_size: int) -> Tensor:
+    """Eq. 1-2 of a one-hot map at every pixel, tap by tap: sum_t M_t taps[t, label(p + d_t)] * k²/sum(M) + b.
+
+    Shapes only: no value of the maps is read on the host (a fixed number of ops per call,
+    which torch.compile fuses). Returns Tensor[N, O, H, W] channels_last.
+    """
+    radius = kernel_size // 2
+    n, height, width = labels.shape
+    padding = (radius, radius, radius, radius)
+    labels_padded, ids_padded = F.pad(labels, padding), F.pad(panoptic.long(), padding)
+    inside = F.pad(torch.ones_like(labels, dtype=torch.bool), padding)
+    out = taps.new_zeros(n, height, width, taps.shape[-1])
+    count = torch.zeros(n, height, width, dtype=taps.dtype, device=labels.device)
+    for tap in range(kernel_size * kernel_size):
+        dy, dx = divmod(tap, kernel_size)
+        window = (slice(None), slice(dy, dy + height), slice(dx, dx + width))
+        same = (inside[window] & (ids_padded[window] == panoptic)).to(taps.dtype)  # M_t (eq. 1)
+        out = out + F.embedding(labels_padded[window], taps[tap]) * same.unsqueeze(-1)
+        count = count + same
+    out = out * (kernel_size * kernel_size / count).unsqueeze(-1)
+    if bias is not None:
+        out = out + bias
+    return out.permute(0, 3, 1, 2)
 
 
 class PanopticConv2d(nn.Module):

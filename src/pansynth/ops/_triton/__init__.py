@@ -14,28 +14,31 @@ first launch, so ``TRITON_INTERPRET=1`` only has to be set before that launch.
 
 Design
 ------
-Every kernel works on NHWC data (channels contiguous): a channels_last tensor is read in
-place (any strides are accepted; an NCHW tensor is converted once) and the results are
-returned as channels_last (N, C, H, W) tensors. Pixel indices and memory offsets are int64,
-ids are compared as int64, and every product accumulates in fp32 (fp32, bf16 and fp16
-inputs; outputs in the input dtype).
+Every kernel works on NHWC data (channels contiguous) and returns channels_last (N, C, H, W)
+tensors that own their storage (not permuted views: hole filling writes into Algorithm 1's
+output in place). The convolution kernels read dense NHWC tensors (anything else is copied
+once) and, instead of ids, a per-pixel neighbour mask (:func:`pansynth.ops.neighbour_mask`:
+bit t = M_t of eq. 1, k² <= 25 bits in an int32) with the scale k²/sum(M); their flat offsets
+are int32 where every offset fits (constexpr ``INT32_OFFSETS``), int64 otherwise. The
+upsampling kernels compare ids as int64. Every product accumulates in fp32 (fp32, bf16 and
+fp16 inputs; outputs in the input dtype).
 
 Partial convolution, forward (``panoptic_conv_kernel``): the implicit GEMM of Inductor's
-convolution template. A program owns BLOCK_M output pixels x BLOCK_N output channels. For
-each of the k² taps (unrolled, k a constexpr) it loads the ids of the neighbour pixels once,
-compares them with the centre ids to get the mask M_t of eq. 1 and counts sum(M); then it
-loops over the input channels in blocks of BLOCK_K, loading the input tile with that mask
-(masked rows are neither read nor accumulated: no im2col copy and no dense result corrected
-by subtraction) and the weight tile from the weight rearranged as (k²·C, O), and
-accumulates with ``tl.dot``. The epilogue multiplies by k²/sum(M), adds the bias and
-stores the output and the scale. The input gradient is the same kernel (constexpr flags):
-the operand is grad_output, multiplied on load by the scale of the pixel it comes from, and
-the weight is the flipped, transposed kernel (M is symmetric, so the same masked gather
-gives sum_t M_t(q - d_t) W_t^T g~[q - d_t]).
+convolution template with one software-pipelined main loop (``tl.range`` with
+``num_stages``) over (channel block, tap) pairs. A program owns BLOCK_M output pixels x
+BLOCK_N output channels and loads their mask bits once; at tap t the A tile is the rows of
+the flat pixels p + dy*W + dx, loaded where bit t is set (masked rows are neither read nor
+accumulated: no im2col copy, no dense result corrected by subtraction), the B tile the
+K-major weight (O, k²·C). The epilogue multiplies by k²/sum(M) and adds the bias. The input
+gradient is the same kernel (``FORWARD=False``) on g~ = grad_output * k²/sum(M), computed once
+by the launcher, with the flipped, transposed kernel (M is symmetric, so the same mask gives
+sum_t M_t(q - d_t) W_t^T g~[q - d_t]). ``python -m pansynth.ops._triton.report`` shows what
+the compiler makes of them for sm_90 (registers, spills, wgmma, instructions per iteration).
 
 Weight gradient (``panoptic_conv_weight_grad_kernel``): grid (taps, O-blocks x C-blocks,
-pixel splits); each program reduces its pixel range with ``tl.dot(g~^T, masked x)`` and
-writes an fp32 partial sum; the launcher adds the splits (deterministic). The number of
+pixel splits); each program reduces its pixel range in a pipelined loop with
+``tl.dot(g~^T, masked x)`` (the pre-scaled g~ and the mask bits: no division, no id load)
+and writes an fp32 partial sum; the launcher adds the splits (deterministic). The number of
 splits is chosen so that about 4 programs per multiprocessor exist even when O x C is small.
 
 Upsampling (``panoptic_upsample_kernel``): one program per block of high-resolution pixels
@@ -60,17 +63,13 @@ written. ``python -m pansynth.ops._triton.check`` measures errors and timings on
 without one (done: all variants compile; 4-100 KB of shared memory per program).
 
 - Forward and input gradient: the FLOPs of a dense convolution (a masked row is not read
-  but is still multiplied as zeros) plus, per tile and tap, one load of BLOCK_M int64 ids,
-  small next to the BLOCK_M x C feature reads. Triton lowers ``tl.dot`` to wgmma on
-  sm_90, but the masked gathers are ordinary loads (no TMA) and the k² taps are unrolled
-  around a pipelined loop over channel blocks, as in Inductor's convolution template. So,
-  for C, O >= 64, expect about the speed of that template: roughly 1.2-2x the time of
-  cuDNN's dense ``conv2d`` of the same shape and dtype, and well ahead of a dense
-  convolution followed by gathered corrections once a sizeable share of the windows
-  crosses a segment boundary. When C fits one or two BLOCK_K blocks (C <= 128), the
-  channel loop is too short for the software pipeline to hide the load latency; if the
-  timings show it, the first thing to try is one flattened loop over (tap, channel
-  block) pairs, reloading the ids per pair, so that the pipeline spans the taps.
+  but is still multiplied as zeros) plus one 4-byte mask load per pixel and tile. Triton
+  lowers ``tl.dot`` to wgmma on sm_90 (the report shows it); the masked gathers are
+  ordinary loads (no TMA), pipelined across taps and channel blocks in one loop (115
+  registers and 146 instructions per iteration at bf16 128x128x64, 8 warps: two blocks
+  per SM). Expect roughly 1.2-2x the time of cuDNN's dense ``conv2d`` of the same shape
+  and dtype, and well ahead of a dense convolution followed by gathered corrections once
+  a sizeable share of the windows crosses a segment boundary.
 - Few pixels and many channels (8x16 maps with 1024 channels) give few programs: the
   forward kernels have no split over the reduction, but these shapes are small in
   absolute time.

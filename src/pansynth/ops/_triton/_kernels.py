@@ -5,8 +5,10 @@ the interpreter (``TRITON_INTERPRET=1``, CPU tensors): this module is therefore 
 lazily by the launchers, so that the environment seen by the first launch decides, not
 the import order of the library. ``INTERPRET`` records the choice.
 
-Index arithmetic on pixels and memory offsets is int64 (8 x 1024 x 256 x 512 elements
-exceed 2^31); ids are compared as int64; every dot accumulates in fp32.
+The convolution kernels read contiguous NHWC tensors and a per-pixel neighbour mask (k² bits,
+see :func:`pansynth.ops.neighbour_mask`) instead of ids; their flat offsets are int32 when every
+offset fits (``INT32_OFFSETS``), int64 otherwise (8 x 1024 x 256 x 512 elements exceed 2^31).
+The upsampling kernels compare ids as int64. Every dot accumulates in fp32.
 """
 
 from __future__ import annotations
@@ -25,41 +27,37 @@ INTERPRET = bool(_knobs.runtime.interpret) if _knobs is not None else os.environ
 
 @triton.jit
 def panoptic_conv_kernel(
-    x_ptr,  # (N, H, W, C) view: any strides
-    ids_ptr,  # (N, H, W) int64: any strides
-    w_ptr,  # (k*k*C, O) contiguous: row t*C + c, tap t in kernel row-major order
+    x_ptr,  # (N*H*W, C) contiguous (NHWC)
+    mask_ptr,  # (N*H*W,) int32: bit t set where tap t's neighbour is inside and of the same id (eq. 1)
+    w_ptr,  # (O, k*k*C) contiguous, K-major: column t*C + c, tap t in kernel row-major order
     bias_ptr,  # (O,) float32 (read when HAS_BIAS)
-    row_scale_ptr,  # (N*H*W,) float32 (read when SCALE_INPUT)
+    scale_ptr,  # (N*H*W,) float32: k²/sum(M) (read when FORWARD)
     out_ptr,  # (N*H*W, O) contiguous
-    scale_out_ptr,  # (N*H*W,) float32 (written when FORWARD)
     H,
     W,
     C,
     O,
     M,  # N*H*W
-    stride_xn,
-    stride_xh,
-    stride_xw,
-    stride_xc,
-    stride_in,
-    stride_ih,
-    stride_iw,
     KSIZE: tl.constexpr,
-    FORWARD: tl.constexpr,  # rescale by k²/sum(M), add the bias, store the scale
+    FORWARD: tl.constexpr,  # rescale by k²/sum(M) and add the bias
     HAS_BIAS: tl.constexpr,
-    SCALE_INPUT: tl.constexpr,  # multiply each loaded row by row_scale (input gradient: g * s)
+    INT32_OFFSETS: tl.constexpr,  # every flat offset fits in int32 (the launcher checks)
     UPCAST: tl.constexpr,  # bf16 -> fp32 before tl.dot (the interpreter's bf16 dot is wrong)
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
-    """out[p] = sum_t M_t(p) x[p + d_t] @ w_t, an implicit GEMM whose A tile is masked on load.
+    """out[p] = sum_t M_t(p) x[p + d_t] @ w_t: an implicit GEMM whose A tile is masked on load.
 
-    Forward: x = input, w = W arranged (k*k*C, O); epilogue * k²/sum(M) + b (eq. 2).
-    Input gradient: x = grad_output (scaled by s on load), w = the flipped, transposed
-    kernel; M is symmetric, so the same masked gather computes sum_t M_t(q - d_t) W_t^T g~[q - d_t].
+    One software-pipelined loop over (channel block, tap) pairs: the taps are the inner index
+    (constexpr divisor), the neighbour of tap t is the flat pixel p + dy*W + dx (rows that
+    leave the image have bit t clear), and the mask bits replace any id load.
+    Forward: x = input; epilogue * k²/sum(M) + b (eq. 2). Input gradient: x = g~ = grad_output
+    * scale (pre-scaled), w = the flipped, transposed kernel; M is symmetric, so the same mask
+    computes sum_t M_t(q - d_t) W_t^T g~[q - d_t].
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -72,58 +70,45 @@ def panoptic_conv_kernel(
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
 
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if INT32_OFFSETS:
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     row_valid = rm < M
     col_valid = rn < O
-    hw = H * W
-    n = rm // hw
-    rest = rm % hw
-    y = rest // W
-    x = rest % W
-    centre = tl.load(ids_ptr + n * stride_in + y * stride_ih + x * stride_iw, mask=row_valid, other=0)
+    bits = tl.load(mask_ptr + rm, mask=row_valid, other=0)
+    taps = KSIZE * KSIZE
+    row_length = taps * C  # of the K-major weight
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    count = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for t in tl.static_range(KSIZE * KSIZE):
-        yy = y + (t // KSIZE - KSIZE // 2)
-        xx = x + (t % KSIZE - KSIZE // 2)
-        inside = row_valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        # The mask M_t (eq. 1), built once per tap from the neighbours' ids, then applied to
-        # every channel block on load: masked rows are neither read nor accumulated.
-        neighbour = tl.load(ids_ptr + n * stride_in + yy * stride_ih + xx * stride_iw, mask=inside, other=0)
-        same = inside & (neighbour == centre)
-        count += same.to(tl.float32)
-        x_rows = n * stride_xn + yy * stride_xh + xx * stride_xw
-        if SCALE_INPUT:
-            row_scale = tl.load(row_scale_ptr + n * hw + yy * W + xx, mask=same, other=0.0)
-        for k0 in range(0, C, BLOCK_K):
-            ck = k0 + rk
-            ck_valid = ck < C
-            a = tl.load(
-                x_ptr + x_rows[:, None] + ck[None, :] * stride_xc,
-                mask=same[:, None] & ck_valid[None, :],
-                other=0.0,
-            )
-            if SCALE_INPUT:
-                a = (a.to(tl.float32) * row_scale[:, None]).to(x_ptr.dtype.element_ty)
-            b = tl.load(
-                w_ptr + (t * C + ck)[:, None] * O + rn[None, :],
-                mask=ck_valid[:, None] & col_valid[None, :],
-                other=0.0,
-            )
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    for i in tl.range(0, tl.cdiv(C, BLOCK_K) * taps, num_stages=NUM_STAGES):
+        t = i % taps
+        ck = (i // taps) * BLOCK_K + rk
+        ck_valid = ck < C
+        same = ((bits >> t) & 1) != 0
+        neighbour = rm + ((t // KSIZE - KSIZE // 2) * W + (t % KSIZE - KSIZE // 2))
+        a = tl.load(
+            x_ptr + neighbour[:, None] * C + ck[None, :],
+            mask=same[:, None] & ck_valid[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            w_ptr + rn[None, :] * row_length + (t * C + ck)[:, None],
+            mask=ck_valid[:, None] & col_valid[None, :],
+            other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if FORWARD:
-        scale = (KSIZE * KSIZE) / tl.where(row_valid, count, 1.0)
+        scale = tl.load(scale_ptr + rm, mask=row_valid, other=1.0)
         acc = acc * scale[:, None]
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn, mask=col_valid, other=0.0)[None, :]
-        tl.store(scale_out_ptr + rm, scale, mask=row_valid & (pid_n == 0))
     tl.store(
         out_ptr + rm[:, None] * O + rn[None, :],
         acc.to(out_ptr.dtype.element_ty),
@@ -136,36 +121,28 @@ def panoptic_conv_kernel(
 
 @triton.jit
 def panoptic_conv_weight_grad_kernel(
-    g_ptr,  # grad_output as (N, H, W, O) view: any strides
-    row_scale_ptr,  # (N*H*W,) float32: s = k²/sum(M)
-    x_ptr,  # input as (N, H, W, C) view: any strides
-    ids_ptr,  # (N, H, W) int64: any strides
+    g_ptr,  # g~ = grad_output * scale: (N*H*W, O) contiguous (pre-scaled by the launcher)
+    x_ptr,  # input: (N*H*W, C) contiguous
+    mask_ptr,  # (N*H*W,) int32 neighbour bits
     partial_ptr,  # (SPLITS, k*k, O, C) float32
-    H,
     W,
     C,
     O,
     M,
     PIXELS_PER_SPLIT,
-    stride_gn,
-    stride_gh,
-    stride_gw,
-    stride_go,
-    stride_xn,
-    stride_xh,
-    stride_xw,
-    stride_xc,
-    stride_in,
-    stride_ih,
-    stride_iw,
     KSIZE: tl.constexpr,
+    INT32_OFFSETS: tl.constexpr,
     UPCAST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
-    """partial[s, t] = sum over the pixels p of split s of M_t(p) g~[p] x[p + d_t]^T."""
+    """partial[s, t] = sum over the pixels p of split s of M_t(p) g~[p] x[p + d_t]^T.
+
+    No division, no id load in the loop: the pixel's bit t says whether p + d_t (a flat offset)
+    is inside the image and of the same segment."""
     t = tl.program_id(0)  # fastest: the taps of one pixel range run together and share it in L2
     pid_oc = tl.program_id(1)
     split = tl.program_id(2)
@@ -174,38 +151,19 @@ def panoptic_conv_weight_grad_kernel(
     rc = (pid_oc % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)
     ro_valid = ro < O
     rc_valid = rc < C
-    dy = t // KSIZE - KSIZE // 2
-    dx = t % KSIZE - KSIZE // 2
-    hw = H * W
-    start = split.to(tl.int64) * PIXELS_PER_SPLIT
+    shift = (t // KSIZE - KSIZE // 2) * W + (t % KSIZE - KSIZE // 2)
+    if INT32_OFFSETS:
+        start = split * PIXELS_PER_SPLIT
+    else:
+        start = split.to(tl.int64) * PIXELS_PER_SPLIT
+    end = tl.minimum(start + PIXELS_PER_SPLIT, M)
 
     acc = tl.zeros((BLOCK_O, BLOCK_C), dtype=tl.float32)
-    for p0 in range(0, PIXELS_PER_SPLIT, BLOCK_P):
-        offsets = p0 + tl.arange(0, BLOCK_P)
-        rp = start + offsets
-        valid = (rp < M) & (offsets < PIXELS_PER_SPLIT)
-        n = rp // hw
-        rest = rp % hw
-        y = rest // W
-        x = rest % W
-        yy = y + dy
-        xx = x + dx
-        inside = valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        centre = tl.load(ids_ptr + n * stride_in + y * stride_ih + x * stride_iw, mask=valid, other=0)
-        neighbour = tl.load(ids_ptr + n * stride_in + yy * stride_ih + xx * stride_iw, mask=inside, other=0)
-        same = inside & (neighbour == centre)
-        row_scale = tl.load(row_scale_ptr + rp, mask=same, other=0.0)
-        g = tl.load(
-            g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + ro[None, :] * stride_go,
-            mask=same[:, None] & ro_valid[None, :],
-            other=0.0,
-        )
-        g = (g.to(tl.float32) * row_scale[:, None]).to(g_ptr.dtype.element_ty)
-        a = tl.load(
-            x_ptr + (n * stride_xn + yy * stride_xh + xx * stride_xw)[:, None] + rc[None, :] * stride_xc,
-            mask=same[:, None] & rc_valid[None, :],
-            other=0.0,
-        )
+    for p0 in tl.range(0, PIXELS_PER_SPLIT, BLOCK_P, num_stages=NUM_STAGES):
+        rp = start + p0 + tl.arange(0, BLOCK_P)
+        same = (rp < end) & (((tl.load(mask_ptr + rp, mask=rp < end, other=0) >> t) & 1) != 0)
+        g = tl.load(g_ptr + rp[:, None] * O + ro[None, :], mask=same[:, None] & ro_valid[None, :], other=0.0)
+        a = tl.load(x_ptr + (rp + shift)[:, None] * C + rc[None, :], mask=same[:, None] & rc_valid[None, :], other=0.0)
         if UPCAST:
             g = g.to(tl.float32)
             a = a.to(tl.float32)
@@ -315,20 +273,23 @@ def panoptic_upsample_backward_kernel(
     r = rest // w
     c = rest % w
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for k in tl.static_range(4):
+    # A runtime loop over the 16 (block, pixel) pairs, not an unrolled one: one gradient tile live at a
+    # time (unrolled, the 16 tiles' loads were all in flight: 255 registers and spills in fp32).
+    for j in range(16):
+        k = j // 4
+        q = j % 4
         block_r = r - k // 2
         block_c = c - k % 2
         block_valid = valid & (block_r >= 0) & (block_c >= 0)
-        for q in tl.static_range(4):
-            y = 2 * block_r + q // 2
-            x = 2 * block_c + q % 2
-            chosen = tl.load(choice_ptr + (n * (4 * low_hw) + y * (2 * w) + x), mask=block_valid, other=255)
-            takes = block_valid & (chosen.to(tl.int32) == k)
-            acc += tl.load(
-                g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + rc[None, :] * stride_gc,
-                mask=takes[:, None] & rc_valid[None, :],
-                other=0.0,
-            ).to(tl.float32)
+        y = 2 * block_r + q // 2
+        x = 2 * block_c + q % 2
+        chosen = tl.load(choice_ptr + (n * (4 * low_hw) + y * (2 * w) + x), mask=block_valid, other=255)
+        takes = block_valid & (chosen.to(tl.int32) == k)
+        acc += tl.load(
+            g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + rc[None, :] * stride_gc,
+            mask=takes[:, None] & rc_valid[None, :],
+            other=0.0,
+        ).to(tl.float32)
     tl.store(
         out_ptr + rp[:, None] * C + rc[None, :],
         acc.to(out_ptr.dtype.element_ty),
@@ -362,9 +323,14 @@ def _prune(limits: dict[str, tuple[str, int]]):
     return prune
 
 
-def _configs(names: tuple[str, ...], rows, **fixed) -> list[triton.Config]:
+def _configs(names: tuple[str, ...], rows, pipelined: bool = False, **fixed) -> list[triton.Config]:
+    # A pipelined kernel's loop takes its depth from NUM_STAGES (tl.range), the same as num_stages.
     return [
-        triton.Config({**dict(zip(names, row[: len(names)])), **fixed}, num_warps=row[-2], num_stages=row[-1])
+        triton.Config(
+            {**dict(zip(names, row[: len(names)])), **fixed, **({"NUM_STAGES": row[-1]} if pipelined else {})},
+            num_warps=row[-2],
+            num_stages=row[-1],
+        )
         for row in rows
     ]
 
@@ -384,6 +350,7 @@ CONV_CONFIGS = _configs(
         (64, 32, 16, 4, 2),
         (128, 32, 16, 4, 2),
     ],
+    pipelined=True,
     GROUP_M=8,
 )
 # (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages); BLOCK_P is the reduction dimension.
@@ -400,6 +367,7 @@ WEIGHT_GRAD_CONFIGS = _configs(
         (128, 32, 32, 4, 3),
         (32, 32, 16, 4, 3),
     ],
+    pipelined=True,
 )
 # (BLOCK_P, BLOCK_C, num_warps, num_stages)
 UPSAMPLE_CONFIGS = _configs(
@@ -410,8 +378,8 @@ UPSAMPLE_CONFIGS = _configs(
 # Under the interpreter: one small fixed configuration each (no benchmarking, several programs
 # per test so that ragged blocks, grouped ordering and split reductions are exercised).
 INTERPRETER_CONFIGS = {
-    "conv": {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2},
-    "weight_grad": {"BLOCK_P": 16, "BLOCK_O": 16, "BLOCK_C": 16},
+    "conv": {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "NUM_STAGES": 1},
+    "weight_grad": {"BLOCK_P": 16, "BLOCK_O": 16, "BLOCK_C": 16, "NUM_STAGES": 1},
     "upsample": {"BLOCK_P": 32, "BLOCK_C": 16},
 }
 
@@ -423,12 +391,12 @@ if INTERPRET:
 else:
     conv = triton.autotune(
         CONV_CONFIGS,
-        key=["C", "O", "H", "W", "KSIZE", "FORWARD"],
+        key=["C", "O", "H", "W", "KSIZE", "FORWARD", "INT32_OFFSETS"],
         prune_configs_by={"early_config_prune": _prune({"BLOCK_N": ("O", 32), "BLOCK_K": ("C", 16)})},
     )(panoptic_conv_kernel)
     conv_weight_grad = triton.autotune(
         WEIGHT_GRAD_CONFIGS,
-        key=["C", "O", "H", "W", "KSIZE"],
+        key=["C", "O", "M", "W", "KSIZE", "INT32_OFFSETS"],
         prune_configs_by={"early_config_prune": _prune({"BLOCK_O": ("O", 32), "BLOCK_C": ("C", 16)})},
     )(panoptic_conv_weight_grad_kernel)
     upsample = triton.autotune(

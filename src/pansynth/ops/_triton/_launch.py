@@ -54,6 +54,12 @@ def is_available(device: torch.device) -> bool:
     return device.type == "cpu" and _interpreting()
 
 
+def _neighbour_mask(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
+    from pansynth.ops.masks import neighbour_mask
+
+    return neighbour_mask(panoptic, kernel_size)
+
+
 def _kernels() -> ModuleType:
     # The jit kernels are defined on first launch, when the interpreter setting is known.
     from pansynth.ops._triton import _kernels as kernels
@@ -130,6 +136,34 @@ def _channels_inner(tensor: Tensor) -> Tensor:
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
+def _nhwc_empty(n: int, height: int, width: int, channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An (N, C, H, W) channels_last tensor that owns its storage: not a permuted view, so that a
+    caller may write into an op's output in place (autograd forbids that on a custom op's views)."""
+    return torch.empty((n, channels, height, width), dtype=dtype, device=device, memory_format=torch.channels_last)
+
+
+def _nhwc_contiguous(tensor: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """The values as a dense NHWC tensor of ``dtype`` (what the convolution kernels' flat offsets read):
+    a channels_last contiguous tensor as is, anything else copied once."""
+    n, c, h, w = tensor.shape
+    dtype = dtype or tensor.dtype
+    if tensor.dtype == dtype and tensor.stride() == (h * w * c, 1, w * c, c):
+        return tensor
+    return _nhwc_empty(n, h, w, c, dtype, tensor.device).copy_(tensor)
+
+
+def _prescaled(grad_output: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """g~ = grad_output * k²/sum(M), computed once (in fp32, rounded to ``dtype``) into a dense NHWC tensor."""
+    n, c, h, w = grad_output.shape
+    out = _nhwc_empty(n, h, w, c, dtype, grad_output.device)
+    return torch.mul(grad_output, scale.to(torch.float32).unsqueeze(1), out=out)
+
+
+def _fits_int32(*sizes: int) -> bool:
+    # Flat offsets (plus a window's reach, which is masked) stay below 2^31.
+    return max(sizes) < 2**31 - 2**24
+
+
 def _nhwc_strides(tensor: Tensor) -> tuple[int, int, int, int]:
     return tensor.stride(0), tensor.stride(2), tensor.stride(3), tensor.stride(1)
 
@@ -190,16 +224,14 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
         raise ValueError(f"bias must be ({out_channels},) to match the weight, got {_describe(bias)}")
     _check_devices(input, "the input", panoptic=panoptic, weight=weight, bias=bias)
     device, dtype = input.device, input.dtype
-    output = torch.empty((n, height, width, out_channels), dtype=dtype, device=device)
-    scale = torch.empty((n, height, width), dtype=torch.float32, device=device)
+    output = _nhwc_empty(n, height, width, out_channels, dtype, device)
     pixels = n * height * width
     if pixels == 0:
-        return output.permute(0, 3, 1, 2), scale
-    x = _channels_inner(input)
-    ids = panoptic.to(torch.int64)
-    taps = kernel_size * kernel_size
-    # (k*k*C, O): row t*C + c holds W[:, c, t] -- the B operand of the implicit GEMM.
-    weight_rows = weight.to(dtype).permute(2, 3, 1, 0).reshape(taps * channels, out_channels).contiguous()
+        return output, torch.empty((n, height, width), dtype=torch.float32, device=device)
+    x = _nhwc_contiguous(input)
+    mask, scale = _neighbour_mask(panoptic, kernel_size)
+    # (O, k*k*C), K-major: column t*C + c holds W[:, c, t] -- the B operand of the implicit GEMM.
+    weight_rows = weight.to(dtype).permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
     bias_values = bias.to(torch.float32).contiguous() if bias is not None else scale
 
     def grid(meta):
@@ -207,16 +239,18 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
 
     _launch(
         "conv", "conv", device, grid,
-        x, ids, weight_rows, bias_values, scale, output, scale,
+        x, mask, weight_rows, bias_values, scale, output,
         height, width, channels, out_channels, pixels,
-        *_nhwc_strides(x), ids.stride(0), ids.stride(1), ids.stride(2),
-        KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None, SCALE_INPUT=False,
+        KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None,
+        INT32_OFFSETS=_fits_int32(pixels * channels, pixels * out_channels, weight_rows.numel()),
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
-    return output.permute(0, 3, 1, 2), scale
+    return output, scale
 
 
-def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor) -> Tensor:
+def conv2d_input_grad(
+    grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor, prescaled: bool = False
+) -> Tensor:
     """Gradient of eq. 2 with respect to its input, one fused kernel.
 
     ``grad_input[q] = sum_t M_t(q - d_t) W_t^T g~[q - d_t]`` with ``g~ = grad_output * scale``
@@ -228,6 +262,7 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
         panoptic (Tensor[N, H, W]): integer ids.
         weight (Tensor[O, C, k, k]): cast to grad_output's dtype.
+        prescaled: grad_output is g~ already (the caller multiplied it by the scale once for both gradients).
 
     Returns:
         Tensor[N, C, H, W] in grad_output's dtype, channels_last.
@@ -244,30 +279,27 @@ def conv2d_input_grad(grad_output: Tensor, scale: Tensor, panoptic: Tensor, weig
     _check_scale(scale, (n, height, width))
     _check_devices(grad_output, "grad_output", panoptic=panoptic, weight=weight, scale=scale)
     device, dtype = grad_output.device, grad_output.dtype
-    grad_input = torch.empty((n, height, width, in_channels), dtype=dtype, device=device)
+    grad_input = _nhwc_empty(n, height, width, in_channels, dtype, device)
     pixels = n * height * width
     if pixels == 0:
-        return grad_input.permute(0, 3, 1, 2)
-    g = _channels_inner(grad_output)
-    ids = panoptic.to(torch.int64)
-    row_scale = scale.to(torch.float32).contiguous()
-    taps = kernel_size * kernel_size
-    # (k*k*O, C): row t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
-    weight_rows = weight.to(dtype).flip(2, 3).permute(2, 3, 0, 1).reshape(taps * out_channels, in_channels)
-    weight_rows = weight_rows.contiguous()
+        return grad_input
+    g = _nhwc_contiguous(grad_output) if prescaled else _prescaled(grad_output, scale, dtype)
+    mask, _ = _neighbour_mask(panoptic, kernel_size)
+    # (C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
+    weight_rows = weight.to(dtype).flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, -1).contiguous()
 
     def grid(meta):
         return (_cdiv(pixels, meta["BLOCK_M"]) * _cdiv(in_channels, meta["BLOCK_N"]),)
 
     _launch(
         "conv", "conv", device, grid,
-        g, ids, weight_rows, row_scale, row_scale, grad_input, row_scale,
+        g, mask, weight_rows, g, g, grad_input,
         height, width, out_channels, in_channels, pixels,
-        *_nhwc_strides(g), ids.stride(0), ids.stride(1), ids.stride(2),
-        KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False, SCALE_INPUT=True,
+        KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False,
+        INT32_OFFSETS=_fits_int32(pixels * out_channels, pixels * in_channels, weight_rows.numel()),
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
-    return grad_input.permute(0, 3, 1, 2)
+    return grad_input
 
 
 def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[int, int]:
@@ -282,7 +314,9 @@ def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[
     return _cdiv(pixels, per_split), per_split
 
 
-def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int) -> Tensor:
+def conv2d_weight_grad(
+    grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int, prescaled: bool = False
+) -> Tensor:
     """Gradient of eq. 2 with respect to the weight: ``grad_W_t = sum_p M_t(p) g~[p] x[p + d_t]^T``.
 
     A masked implicit GEMM reducing over pixels, split over pixel ranges whose fp32 partial
@@ -293,6 +327,7 @@ def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panopt
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
         panoptic (Tensor[N, H, W]): integer ids.
         kernel_size: 1, 3 or 5.
+        prescaled: grad_output is g~ already.
 
     Returns:
         Tensor[O, C, k, k] float32.
@@ -316,10 +351,9 @@ def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panopt
     if pixels == 0:
         return torch.zeros((out_channels, in_channels, kernel_size, kernel_size), dtype=torch.float32, device=device)
     dtype = torch.promote_types(grad_output.dtype, input.dtype)
-    g = _channels_inner(grad_output.to(dtype))
-    x = _channels_inner(input.to(dtype))
-    ids = panoptic.to(torch.int64)
-    row_scale = scale.to(torch.float32).contiguous()
+    g = _nhwc_contiguous(grad_output, dtype) if prescaled else _prescaled(grad_output, scale, dtype)
+    x = _nhwc_contiguous(input, dtype)
+    mask, _ = _neighbour_mask(panoptic, kernel_size)
     splits, per_split = _weight_grad_splits(pixels, taps * _cdiv(out_channels, 64) * _cdiv(in_channels, 64), device)
     partial = torch.empty((splits, taps, out_channels, in_channels), dtype=torch.float32, device=device)
 
@@ -328,10 +362,10 @@ def conv2d_weight_grad(grad_output: Tensor, scale: Tensor, input: Tensor, panopt
 
     _launch(
         "conv_weight_grad", "weight_grad", device, grid,
-        g, row_scale, x, ids, partial,
-        height, width, in_channels, out_channels, pixels, per_split,
-        *_nhwc_strides(g), *_nhwc_strides(x), ids.stride(0), ids.stride(1), ids.stride(2),
-        KSIZE=kernel_size, UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
+        g, x, mask, partial,
+        width, in_channels, out_channels, pixels, per_split,
+        KSIZE=kernel_size, INT32_OFFSETS=_fits_int32(pixels * out_channels, pixels * in_channels, partial.numel()),
+        UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
     total = partial.sum(0) if splits > 1 else partial[0]  # (k*k, O, C)
     return total.permute(1, 2, 0).reshape(out_channels, in_channels, kernel_size, kernel_size)
@@ -359,11 +393,11 @@ def upsample_forward(features: Tensor, panoptic_low: Tensor, panoptic_high: Tens
     _check_ids(panoptic_high, "panoptic_high", (n, 2 * low_h, 2 * low_w), "the features (2h, 2w)")
     _check_devices(features, "the features", panoptic_low=panoptic_low, panoptic_high=panoptic_high)
     device = features.device
-    upsampled = torch.empty((n, 2 * low_h, 2 * low_w, channels), dtype=features.dtype, device=device)
+    upsampled = _nhwc_empty(n, 2 * low_h, 2 * low_w, channels, features.dtype, device)
     choice = torch.empty((n, 2 * low_h, 2 * low_w), dtype=torch.uint8, device=device)
     pixels = choice.numel()
     if pixels == 0:
-        return upsampled.permute(0, 3, 1, 2), choice
+        return upsampled, choice
     f = _channels_inner(features)
     low = panoptic_low.to(torch.int64)
     high = panoptic_high.to(torch.int64)
@@ -377,7 +411,7 @@ def upsample_forward(features: Tensor, panoptic_low: Tensor, panoptic_high: Tens
         low_h, low_w, channels, pixels,
         *_nhwc_strides(f), *low.stride(), *high.stride(),
     )  # fmt: skip
-    return upsampled.permute(0, 3, 1, 2), choice
+    return upsampled, choice
 
 
 def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[int, int]) -> Tensor:
@@ -402,10 +436,10 @@ def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[in
     _check_ids(choice, "choice", (n, 2 * low_h, 2 * low_w), "grad_upsampled")
     _check_devices(grad_upsampled, "grad_upsampled", choice=choice)
     device = grad_upsampled.device
-    grad_features = torch.empty((n, low_h, low_w, channels), dtype=grad_upsampled.dtype, device=device)
+    grad_features = _nhwc_empty(n, low_h, low_w, channels, grad_upsampled.dtype, device)
     pixels = n * low_h * low_w
     if pixels == 0:
-        return grad_features.permute(0, 3, 1, 2)
+        return grad_features
     g = _channels_inner(grad_upsampled)
     choice = choice.to(torch.uint8).contiguous()
 
@@ -418,4 +452,4 @@ def upsample_backward(grad_upsampled: Tensor, choice: Tensor, low_size: tuple[in
         low_h, low_w, channels, pixels,
         *_nhwc_strides(g),
     )  # fmt: skip
-    return grad_features.permute(0, 3, 1, 2)
+    return grad_features

@@ -179,90 +179,15 @@ def _median_ms(fn) -> float:
 
 
 def compile_kernels(capability: int = 90, quick: bool = False) -> list[str]:
-    """Compile every kernel (each flag combination, the smallest configuration) for a CUDA target
-    of the given compute capability, without a GPU: catches what the interpreter does not check
-    (types, layouts, lowering). ``quick``: bf16 only, k = 3 only. Returns one line per variant."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """Compile every kernel for a CUDA target of the given compute capability, without a GPU: catches
+    what the interpreter does not check (types, layouts, lowering). One line per variant; the
+    figures are those of :mod:`pansynth.ops._triton.report` (``quick``: its preferred configurations)."""
+    from pansynth.ops._triton.report import report
 
-    from pansynth.ops._triton import _kernels
-
-    if _kernels.INTERPRET:
-        raise RuntimeError("compile_kernels needs TRITON_INTERPRET unset")
-    pointer = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
-
-    def signature(fn, pointers: dict[str, str], constants: dict) -> dict[str, str]:
-        types = {}
-        for name in fn.arg_names:
-            if name in constants:
-                types[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                types[name] = pointers[name]
-            else:  # strides and the pixel count may exceed 2^31
-                types[name] = "i64" if name.startswith("stride_") or name == "M" else "i32"
-        return types
-
-    def variant(fn, config, pointers: dict[str, str], **constants) -> str:
-        constants = {**constants, **config.kwargs}
-        source = ASTSource(fn, signature(fn, pointers, constants), constexprs=constants)
-        options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-        kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
-        flags = ", ".join(f"{key}={value}" for key, value in constants.items() if not key.startswith("BLOCK"))
-        return f"{fn.__name__}({flags}): {kernel.metadata.shared} bytes of shared memory"
-
-    def smallest(configs):
-        return min(configs, key=lambda config: sum(v for k, v in config.kwargs.items() if k.startswith("BLOCK")))
-
-    lines = []
-    for dtype in (torch.bfloat16,) if quick else (torch.float32, torch.bfloat16, torch.float16):
-        data, precision = pointer[dtype], ("tf32" if dtype == torch.float32 else "ieee")
-        conv_pointers = {
-            "x_ptr": data, "ids_ptr": "*i64", "w_ptr": data, "bias_ptr": "*fp32",
-            "row_scale_ptr": "*fp32", "out_ptr": data, "scale_out_ptr": "*fp32",
-        }  # fmt: skip
-        for forward, kernel_size in ((True, 3), (False, 3)) if quick else ((True, 1), (True, 3), (False, 3), (True, 5)):
-            lines.append(
-                variant(
-                    _kernels.panoptic_conv_kernel,
-                    smallest(_kernels.CONV_CONFIGS),
-                    conv_pointers,
-                    stride_xc=1,
-                    KSIZE=kernel_size,
-                    FORWARD=forward,
-                    HAS_BIAS=forward,
-                    SCALE_INPUT=not forward,
-                    UPCAST=False,
-                    DOT_PRECISION=precision,
-                )  # fmt: skip
-            )
-        grad_pointers = {
-            "g_ptr": data,
-            "row_scale_ptr": "*fp32",
-            "x_ptr": data,
-            "ids_ptr": "*i64",
-            "partial_ptr": "*fp32",
-        }
-        lines.append(
-            variant(
-                _kernels.panoptic_conv_weight_grad_kernel,
-                smallest(_kernels.WEIGHT_GRAD_CONFIGS),
-                grad_pointers,
-                stride_go=1,
-                stride_xc=1,
-                KSIZE=3,
-                UPCAST=False,
-                DOT_PRECISION=precision,
-            )  # fmt: skip
-        )
-        upsample_pointers = {"f_ptr": data, "low_ptr": "*i64", "high_ptr": "*i64", "out_ptr": data, "choice_ptr": "*u8"}
-        upsample_config = smallest(_kernels.UPSAMPLE_CONFIGS)
-        lines.append(variant(_kernels.panoptic_upsample_kernel, upsample_config, upsample_pointers, stride_fc=1))
-        backward_pointers = {"g_ptr": data, "choice_ptr": "*u8", "out_ptr": data}
-        lines.append(
-            variant(_kernels.panoptic_upsample_backward_kernel, upsample_config, backward_pointers, stride_gc=1)
-        )
-    return lines
+    return [
+        f"{row.kernel} {row.dtype} {row.config}: {row.shared_bytes} bytes of shared memory, {row.registers} registers"
+        for row in report(quick=quick, capability=capability)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
