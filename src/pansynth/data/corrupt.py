@@ -48,11 +48,13 @@ from pansynth.ops.maps import UNKNOWN
 
 __all__ = [
     "CORRUPTIONS",
+    "Augmented",
     "CorruptAugment",
     "CorruptedMaps",
     "Corruption",
     "corrupt_maps",
     "elastic_displacement",
+    "make_augment",
     "parse_corruption",
     "random_rectangles",
     "sample_seed",
@@ -464,3 +466,26 @@ class CorruptAugment:
             f"CorruptAugment(warp_prob={self.warp_prob}, warp_level={self.warp.level}, "
             f"unknown_prob={self.unknown_prob}, unknown_regions={self.regions.level})"
         )
+
+
+def make_augment(settings: Any, thing_classes: Sequence[int]) -> CorruptAugment | None:
+    """The :class:`CorruptAugment` of a ``data.corrupt`` config section, or None when both probabilities are 0."""
+    if settings.warp_prob <= 0 and settings.unknown_prob <= 0:
+        return None
+    return CorruptAugment(
+        thing_classes, settings.warp_prob, settings.warp_level, settings.unknown_prob, settings.unknown_regions
+    )
+
+
+class Augmented(torch.utils.data.Dataset):
+    """``dataset`` with ``augment`` applied to every sample it returns (the training loader's view)."""
+
+    def __init__(self, dataset: Any, augment: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.dataset = dataset
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.augment(self.dataset[index])
