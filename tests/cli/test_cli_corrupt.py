@@ -145,3 +145,18 @@ def test_evaluate_with_corruptions(tmp_path, capsys):
     images = ["evaluate", "--images", str(tmp_path), "--dataset", "folder", "--root", str(root), "--corrupt", "ds"]
     assert main(images) == 2
     assert "--corrupt needs --checkpoint RUN" in capsys.readouterr().err
+
+
+def test_synthesize_reads_the_models_unknown_value_from_map_files(tmp_path, capsys):
+    root, *_ = _folder(tmp_path / "data")  # semantic PNGs hold 255 where unknown, panoptic 0 there
+    export = _export(tmp_path / "export", 2)
+    out = tmp_path / "out"
+    assert main(["synthesize", "--checkpoint", str(export), "--input", str(root), "--out", str(out)]) == 0
+    semantic, panoptic, unknown = (torch.from_numpy(m) for m in _maps(1))
+    expected = synthesize(Generator.from_pretrained(export), semantic.masked_fill(unknown, -1), panoptic)
+    np.testing.assert_array_equal(image_to_uint8(read_image(out / "s1.png")), image_to_uint8(expected))
+    Image.fromarray(np.full((8, 16), 254, np.uint8)).save(root / "semantic" / "s1.png")
+    capsys.readouterr()
+    assert main(["synthesize", "--checkpoint", str(export), "--input", str(root), "--out", str(tmp_path / "o2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "s1.png holds class values [254]" in error and "unknown value 255" in error
