@@ -31,6 +31,7 @@ from pansynth.data.transforms import resize_image, resize_map
 from pansynth.devices import resolve_device
 from pansynth.models import Generator
 from pansynth.models.generator import CONFIG_NAME, WEIGHTS_NAME
+from pansynth.ops.maps import UNKNOWN, unknown_value
 from pansynth.run_files import CHECKPOINT_DIR, EXPORT_DIR, list_checkpoints
 from pansynth.viz import image_to_uint8, save_png
 
@@ -94,14 +95,27 @@ def _warn_if_stale(run: Path, export_step: Any) -> None:
 
 
 def check_semantic(semantic: Tensor, num_classes: int, ignore_index: int | None, name: str = "semantic") -> None:
-    """Raise a ValueError naming ``name`` when ``semantic`` holds classes the generator does not know."""
-    valid = (semantic >= 0) & (semantic < num_classes)
-    if ignore_index is not None:
-        valid |= semantic == ignore_index
+    """Raise a ValueError naming ``name`` when ``semantic`` holds values that are neither classes nor unknown.
+
+    Unknown is -1 (the in-library value) or the model's file value for it
+    (:func:`~pansynth.ops.maps.unknown_value`: its ``ignore_index``, else 255 or 65535).
+    """
+    unknown = unknown_value(num_classes, ignore_index)
+    valid = ((semantic >= 0) & (semantic < num_classes)) | (semantic == UNKNOWN) | (semantic == unknown)
     if not bool(valid.all()):
         bad = sorted(set(semantic[~valid].unique().tolist()))[:5]
-        allowed = f"0..{num_classes - 1}" + (f" or {ignore_index}" if ignore_index is not None else "")
-        raise ValueError(f"{name} holds class values {bad} but the generator knows classes {allowed}")
+        raise ValueError(
+            f"{name} holds class values {bad} but the generator knows classes 0..{num_classes - 1} "
+            f"and the unknown value {unknown} (or -1)"
+        )
+
+
+def read_unknown(
+    semantic: Tensor, panoptic: Tensor, num_classes: int, ignore_index: int | None
+) -> tuple[Tensor, Tensor]:
+    """Maps as read from files -> in-library maps: the model's unknown file value becomes class and id -1."""
+    unknown = (semantic == unknown_value(num_classes, ignore_index)) | (semantic == UNKNOWN)
+    return semantic.long().masked_fill(unknown, UNKNOWN), panoptic.long().masked_fill(unknown, UNKNOWN)
 
 
 @torch.no_grad()
@@ -113,8 +127,9 @@ def synthesize(generator: Generator, semantic: Tensor, panoptic: Tensor) -> Tens
 
     Args:
         generator: a :class:`~pansynth.models.Generator` (put in eval mode here).
-        semantic (Tensor[N, H, W] or Tensor[H, W]): class indices.
-        panoptic (Tensor[N, H, W] or Tensor[H, W]): segment ids.
+        semantic (Tensor[N, H, W] or Tensor[H, W]): class indices; -1 or the model's unknown file value
+            (:func:`~pansynth.ops.maps.unknown_value`) where unknown.
+        panoptic (Tensor[N, H, W] or Tensor[H, W]): segment ids (any value at unknown pixels).
 
     Returns:
         Tensor[N, 3, H, W] (or Tensor[3, H, W] for unbatched maps) float32 in [-1, 1], on the CPU.
@@ -130,6 +145,7 @@ def synthesize(generator: Generator, semantic: Tensor, panoptic: Tensor) -> Tens
     if semantic.is_floating_point() or panoptic.is_floating_point():
         raise ValueError("semantic and panoptic maps must be integer tensors")
     check_semantic(semantic, generator.num_classes, generator.ignore_index)
+    semantic, panoptic = read_unknown(semantic, panoptic, generator.num_classes, generator.ignore_index)
     generator.eval()
     device = next(generator.parameters()).device
     size = tuple(semantic.shape[-2:])

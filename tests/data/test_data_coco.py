@@ -49,11 +49,12 @@ def write_coco_panoptic(root: Path, split: str = "val") -> dict[str, tuple[np.nd
         images.append({"id": image_id, "file_name": f"{name}.jpg", "height": height, "width": width})
         annotations.append({"image_id": image_id, "file_name": f"{name}.png", "segments_info": segments})
         # Classes by sorted category id: 1 person -> 0, 3 car -> 1, 119 sky -> 2, 184 tree -> 3.
-        semantic = np.full((height, width), 255, np.int64)
+        # VOID (id 0) is unknown: class and id -1.
+        semantic = np.full((height, width), -1, np.int64)
         semantic[ids == 5000] = 2
         semantic[ids == 1_234_567 + image_id] = 0
         semantic[(ids == 300) | (ids == 301)] = 1
-        expected[name] = (semantic, ids)
+        expected[name] = (semantic, np.where(ids == 0, -1, ids))
     content = {"images": images, "annotations": annotations, "categories": CATEGORIES}
     (root / "annotations" / f"panoptic_{split}2017.json").write_text(json.dumps(content))
     return expected
@@ -72,7 +73,7 @@ def test_coco_panoptic_reader(tmp_path: Path) -> None:
         semantic, panoptic = expected[sample["name"]]
         np.testing.assert_array_equal(sample["semantic"].numpy(), semantic)
         np.testing.assert_array_equal(sample["panoptic"].numpy(), panoptic)
-        assert sample["semantic"][0, 0] == 255 and sample["panoptic"][0, 0] == 0
+        assert sample["semantic"][0, 0] == -1 and sample["panoptic"][0, 0] == -1
         assert sample["image"].shape == (3, *semantic.shape)
     assert build_dataset("coco-panoptic", tmp_path, split="val")[1]["name"] == "000000000285"
 
@@ -123,14 +124,16 @@ def test_coco_stuff_fixture_partition_and_errors(tmp_path: Path) -> None:
     assert panoptic[0, 0] != panoptic[2, 0]  # same inst value, different label
     assert panoptic[0, 0] != panoptic[0, 1]  # same label, different inst
     assert panoptic[0, 0] == panoptic[1, 0]
-    np.testing.assert_array_equal(sample["semantic"].numpy(), label)
+    # Unlabeled (255) is unknown: class and id -1.
+    np.testing.assert_array_equal(sample["semantic"].numpy(), np.where(label == 255, -1, label.astype(np.int64)))
+    assert np.all(panoptic[label == 255] == -1) and np.all(panoptic[label != 255] >= 0)
     Image.fromarray(inst[:, :3]).save(tmp_path / "val_inst" / "a.png")
     with pytest.raises(ValueError, match=r"val_inst.a\.png: instance map is 3x3"):
         CocoStuff(tmp_path, "val")[0]
     label[0, 0] = 182
     Image.fromarray(label).save(tmp_path / "val_label" / "a.png")
     Image.fromarray(inst).save(tmp_path / "val_inst" / "a.png")
-    with pytest.raises(ValueError, match=r"val_label.a\.png: class index 182 .* or the ignore value 255"):
+    with pytest.raises(ValueError, match=r"val_label.a\.png: class index 182 .* or the unknown value 255"):
         CocoStuff(tmp_path, "val")[0]
     with pytest.raises(FileNotFoundError, match=r"train_img: directory not found"):
         CocoStuff(tmp_path, "train")
@@ -150,6 +153,10 @@ def test_real_coco_stuff_samples() -> None:
         assert sample["image"].shape == (3, photo.height, photo.width)
         semantic = sample["semantic"].numpy()
         panoptic = sample["panoptic"].numpy()
+        # Unlabeled pixels are unknown: class and id -1, one segment whatever their inst value.
+        unknown = label == 255
+        label, inst = np.where(unknown, -1, label), np.where(unknown, -1, inst)
+        assert np.all(panoptic[unknown] == -1)
         np.testing.assert_array_equal(semantic, label)
         # Partition check 1: each (label, inst) pair maps to one id and each id to one pair.
         pair_key = label.ravel() * 65536 + inst.ravel()
@@ -167,5 +174,5 @@ def test_real_coco_stuff_samples() -> None:
         for p in first[:8].tolist():
             partners = np.flatnonzero((flat_label == flat_label[p]) & (flat_inst == flat_inst[p]))
             assert np.all(flat_id[partners] == flat_id[p])
-        present = set(np.unique(label).tolist()) - {255}
+        present = set(np.unique(label).tolist()) - {-1}
         assert all(0 <= c < 182 for c in present)

@@ -35,7 +35,7 @@ def test_one_hot_with_ignore_channel():
     [
         (torch.tensor([[[0, 3]]]), None, "class index 3"),
         (torch.tensor([[[0, 254]]]), 255, "class index 254"),
-        (torch.tensor([[[-1, 0]]]), None, "class index -1"),
+        (torch.tensor([[[-2, 0]]]), None, "class index -2"),
         (torch.zeros(1, 2, 2), None, "integer"),
     ],
 )

@@ -14,6 +14,7 @@ from pansynth.cli.common import (
     load_checkpoint_argument,
 )
 from pansynth.data import build_dataset
+from pansynth.data.corrupt import CORRUPTIONS, Corruption, parse_corruption
 from pansynth.devices import resolve_device
 from pansynth.eval.evaluate import (
     eval_transform,
@@ -42,7 +43,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_arguments(evaluate, size=True, size_help=SIZE_HELP)
     add_device_argument(evaluate)
     add_metric_arguments(evaluate)
-    evaluate.add_argument("--out", type=Path, help="output folder (default RUN/eval, or IMAGES_eval)")
+    add_corrupt_arguments(evaluate)
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default RUN/eval, RUN/eval-<corruptions> with --corrupt, or IMAGES_eval)",
+    )
     evaluate.set_defaults(func=_evaluate)
 
     stats = subparsers.add_parser(
@@ -113,6 +119,28 @@ def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--separation-width", type=int, default=3, help="instance separation band width (default 3)")
 
 
+CORRUPT_HELP = (
+    "corrupt the maps given to the generator (the metrics compare with the clean ones): NAME[:LEVEL], "
+    "repeatable or comma-separated, applied in order; NAME one of " + ", ".join(CORRUPTIONS) + " (see docs/eval.md)"
+)
+
+
+def add_corrupt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corrupt", action="append", default=[], metavar="NAME[:LEVEL]", help=CORRUPT_HELP)
+    parser.add_argument(
+        "--corrupt-seed", type=int, default=0, help="seed of the corruptions (sample i draws from (seed, i); default 0)"
+    )
+    parser.add_argument(
+        "--unknown-classes", type=int, nargs="+", default=[], metavar="ID",
+        help="cityscapes: label ids read as unknown pixels (its void classes are 0 1 2 3 4 5 6; default none)",
+    )  # fmt: skip
+
+
+def corruptions_argument(values: list[str]) -> list[Corruption]:
+    """The corruptions of ``--corrupt`` options (each may hold a comma-separated list)."""
+    return [parse_corruption(text) for value in values for text in value.split(",") if text.strip()]
+
+
 def metric_networks(args: argparse.Namespace):
     return load_metric_networks(
         inception_weights=args.inception_weights,
@@ -129,7 +157,10 @@ def metric_networks(args: argparse.Namespace):
 
 def _dataset(args: argparse.Namespace, run_dir: Path | None = None):
     transform = eval_transform(args.dataset, run_dir, args.size)
-    return build_dataset(args.dataset, args.root, split=args.split, transform=transform)
+    unknown_classes = getattr(args, "unknown_classes", [])
+    return build_dataset(
+        args.dataset, args.root, split=args.split, transform=transform, unknown_classes=unknown_classes
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -139,6 +170,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     source = args.checkpoint or args.images
     if not source.exists():
         raise FileNotFoundError(f"{'--checkpoint' if args.checkpoint else '--images'} {source} does not exist")
+    corruptions = corruptions_argument(args.corrupt)
+    if corruptions and args.checkpoint is None:
+        raise ValueError("--corrupt needs --checkpoint RUN: the corrupted maps are given to the generator")
     run_dir = args.checkpoint if args.checkpoint is not None and args.checkpoint.is_dir() else None
     dataset = _dataset(args, run_dir)
     networks = metric_networks(args)
@@ -146,16 +180,19 @@ def _evaluate(args: argparse.Namespace) -> int:
               "limit": args.limit}  # fmt: skip
     if args.checkpoint is not None:
         generator = load_checkpoint_argument(args.checkpoint, device=args.device)
-        out = args.out or (args.checkpoint / "eval" if args.checkpoint.is_dir() else args.checkpoint.parent / "eval")
+        name = "eval" + "".join(f"-{c.name}{c.level:g}" for c in corruptions)
+        out = args.out or (args.checkpoint / name if args.checkpoint.is_dir() else args.checkpoint.parent / name)
         result = evaluate_generator(
-            generator, dataset, out, networks, extra={"checkpoint": str(args.checkpoint)}, **common
-        )
+            generator, dataset, out, networks, extra={"checkpoint": str(args.checkpoint)}, corruptions=corruptions,
+            corrupt_seed=args.corrupt_seed, **common,
+        )  # fmt: skip
     else:
         out = args.out or args.images.with_name(args.images.name + "_eval")
         result = evaluate_images(dataset, args.images, networks, grid_path=out / "grid.png", **common)
         result.update(images_dir=str(args.images), limit=args.limit)
         write_json_keeping_old(out / "metrics.json", result)
-    print(f"{args.dataset} {args.split or '(default split)'}: {result['images']} images")
+    corrupted = f", maps corrupted by {', '.join(map(str, corruptions))}" if corruptions else ""
+    print(f"{args.dataset} {args.split or '(default split)'}: {result['images']} images{corrupted}")
     print(format_metrics(result))
     print(f"wrote {out / 'metrics.json'}")
     return 0

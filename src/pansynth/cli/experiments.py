@@ -1,4 +1,4 @@
-"""``pansynth demo`` and ``pansynth ablate``."""
+"""``pansynth demo``, ``pansynth ablate`` and ``pansynth robustness``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
-from pansynth.cli.common import add_device_argument, add_overrides, overrides
-from pansynth.cli.evaluate import add_metric_arguments, metric_networks
+from pansynth.cli.common import add_dataset_arguments, add_device_argument, add_overrides, overrides
+from pansynth.cli.evaluate import add_metric_arguments, corruptions_argument, metric_networks
+from pansynth.data.corrupt import CORRUPTIONS
 from pansynth.experiments.ablation import command_line, run_ablation
 from pansynth.experiments.demo import run_demo
+from pansynth.experiments.robustness import run_robustness
 from pansynth.train.config import preset_names
 
 
@@ -64,6 +66,38 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_metric_arguments(ablate)
     ablate.set_defaults(func=_ablate)
 
+    robustness = subparsers.add_parser(
+        "robustness",
+        help="evaluate trained runs on corrupted maps (unknown pixels, merged/split instances...): table + chart",
+        description="For every run and corruption, synthesize the held-out split from the corrupted maps and "
+        "evaluate against the clean ones (clean maps first); write OUT/robustness.md, .json and .png.",
+    )
+    robustness.add_argument("--runs", type=Path, nargs="+", required=True, help="run directories (or exports)")
+    robustness.add_argument(
+        "--labels", nargs="+", help="one model name per run (default the folder names); equal names are pooled"
+    )
+    add_dataset_arguments(robustness)
+    robustness.add_argument(
+        "--corrupt", action="append", default=[], metavar="NAME[:LEVEL]",
+        help="corruption rows, repeatable or comma-separated (default: every one at its default level: "
+        + ", ".join(CORRUPTIONS) + ")",
+    )  # fmt: skip
+    robustness.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="corruption seed(s) (default 0); several give mean ± sd"
+    )
+    robustness.add_argument(
+        "--unknown-classes", type=int, nargs="+", default=[], metavar="ID",
+        help="cityscapes: label ids read as unknown pixels (void: 0 1 2 3 4 5 6)",
+    )  # fmt: skip
+    robustness.add_argument("--out", type=Path, default=Path("runs/robustness"), help="output folder")
+    add_device_argument(robustness)
+    robustness.add_argument(
+        "--train-segmenter", type=int, default=0, metavar="STEPS",
+        help="without --seg-model/--seg-arch: train the proxy segmenter of `ablate` for STEPS steps (default 0: off)",
+    )  # fmt: skip
+    add_metric_arguments(robustness)
+    robustness.set_defaults(func=_robustness)
+
 
 def _demo(args: argparse.Namespace) -> int:
     if args.threads is not None:
@@ -90,4 +124,20 @@ def _ablate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print((args.out / "ablation.md").read_text().split("\n\n")[1])
     print(f"wrote {args.out / 'ablation.md'} and {args.out / 'ablation.json'}")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    corruptions = corruptions_argument(args.corrupt) or None
+    run_robustness(
+        args.runs, args.dataset, args.root, args.out, corruptions=corruptions, labels=args.labels, seeds=args.seed,
+        split=args.split, unknown_classes=args.unknown_classes, batch_size=args.batch_size, device=args.device,
+        limit=args.limit, networks=metric_networks(args), separation_width=args.separation_width,
+        segmenter_steps=args.train_segmenter,
+        command=command_line(sys.argv[1:]) if sys.argv[1:2] == ["robustness"] else None,
+    )  # fmt: skip
+    print((args.out / "robustness.md").read_text().split("\n\n")[1])
+    print(f"wrote {args.out / 'robustness.md'}, {args.out / 'robustness.json'} and {args.out / 'robustness.png'}")
     return 0

@@ -7,6 +7,7 @@ int64, "panoptic": Tensor[H, W] int64, "name": str}`` and exposes ``num_classes`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pansynth.choices import DATASET_NAMES, DatasetName
@@ -32,11 +33,23 @@ def build_dataset(
     split: str | None = None,
     transform: Transform | None = None,
     skip_bad: bool = False,
+    unknown_classes: Sequence[int] = (),
 ) -> PanopticDataset:
     """Build a reader by name: ``folder``, ``cityscapes``, ``coco-stuff`` or ``coco-panoptic``.
 
-    ``split=None`` takes the dataset's own default (:data:`DEFAULT_SPLIT_HELP`).
+    ``split=None`` takes the dataset's own default (:data:`DEFAULT_SPLIT_HELP`). ``unknown_classes``
+    (Cityscapes only) are label ids read as unknown; the other formats name their unknown value
+    themselves (COCO: 255 / VOID, Folder: ``classes.json``).
     """
+    if unknown_classes and name != "cityscapes":
+        raise ValueError(
+            f"unknown_classes applies to cityscapes only; {name} names its unknown value itself "
+            '(COCO: unlabeled 255 / VOID, folder: "unknown" in classes.json)'
+        )
+    if name == "cityscapes":
+        return Cityscapes(
+            root, split or "train", transform=transform, skip_bad=skip_bad, unknown_classes=unknown_classes
+        )
     if name == "folder":
         return Folder(root, split=split, transform=transform, skip_bad=skip_bad)
     if name not in _READERS:

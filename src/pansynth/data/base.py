@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pansynth.data.io import read_image
+from pansynth.ops.maps import UNKNOWN
 
 logger = logging.getLogger("pansynth.data")
 
@@ -37,9 +38,12 @@ class SampleFiles:
 class PanopticDataset(Dataset):
     """Base class of the readers: a list of :class:`SampleFiles` plus a format-specific map decoder.
 
-    Subclasses set ``num_classes``, ``ignore_index``, ``class_names``, ``thing_classes`` and
-    implement :meth:`_read_maps`. A sample is a dict with ``image`` (Tensor[3, H, W] float32 in
-    [-1, 1]), ``semantic`` (Tensor[H, W] int64), ``panoptic`` (Tensor[H, W] int64) and ``name``.
+    Subclasses set ``num_classes``, ``ignore_index``, ``unknown_values``, ``class_names``,
+    ``thing_classes`` and implement :meth:`_read_maps`. A sample is a dict with ``image``
+    (Tensor[3, H, W] float32 in [-1, 1]), ``semantic`` (Tensor[H, W] int64), ``panoptic``
+    (Tensor[H, W] int64) and ``name``. Pixels whose file value is one of ``unknown_values``
+    (the dataset's unlabeled/void value) come out unknown: class and id
+    :data:`~pansynth.ops.maps.UNKNOWN` (-1) in both maps.
 
     With ``skip_bad=False`` (default) the first problem raises a ValueError/FileNotFoundError that
     names the file. With ``skip_bad=True`` samples whose partner files are missing are dropped at
@@ -48,7 +52,10 @@ class PanopticDataset(Dataset):
     """
 
     num_classes: int
+    # A class value the generator encodes in SPADE's don't-care channel (None: no such channel).
     ignore_index: int | None
+    # Semantic file values that mean "unknown" (read as -1 in both maps).
+    unknown_values: tuple[int, ...] = ()
     class_names: list[str]
     thing_classes: list[int]
 
@@ -90,15 +97,14 @@ class PanopticDataset(Dataset):
 
     # -- loading -----------------------------------------------------------------------------
     def _check_classes(self, semantic: np.ndarray, files: SampleFiles) -> None:
-        invalid = (semantic < 0) | (semantic >= self.num_classes)
-        if self.ignore_index is not None:
-            invalid &= semantic != self.ignore_index
+        invalid = ((semantic < 0) | (semantic >= self.num_classes)) & (semantic != UNKNOWN)
         if invalid.any():
             y, x = (int(v[0]) for v in np.nonzero(invalid))
-            ignore = f" or the ignore value {self.ignore_index}" if self.ignore_index is not None else ""
+            unknown = ", ".join(str(v) for v in self.unknown_values)
+            unknown = f" or the unknown value {unknown}" if unknown else " (this dataset names no unknown value)"
             raise ValueError(
                 f"{files.semantic}: class index {int(semantic[y, x])} at pixel (y={y}, x={x}) is outside "
-                f"0..{self.num_classes - 1}{ignore}"
+                f"0..{self.num_classes - 1}{unknown}"
             )
 
     def _load_maps_checked(self, files: SampleFiles) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +114,10 @@ class PanopticDataset(Dataset):
                 f"{files.panoptic}: panoptic map is {panoptic.shape[0]}x{panoptic.shape[1]} (HxW) but "
                 f"semantic map {files.semantic.name} is {semantic.shape[0]}x{semantic.shape[1]}"
             )
+        if self.unknown_values:
+            unknown = np.isin(semantic, np.asarray(self.unknown_values, dtype=semantic.dtype))
+            semantic = np.where(unknown, UNKNOWN, semantic)
+            panoptic = np.where(unknown, UNKNOWN, panoptic)
         self._check_classes(semantic, files)
         return semantic, panoptic
 
@@ -173,5 +183,5 @@ class PanopticDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.source!r}, samples={len(self)}, num_classes={self.num_classes}, "
-            f"ignore_index={self.ignore_index}, things={len(self.thing_classes)})"
+            f"ignore_index={self.ignore_index}, unknown_values={self.unknown_values}, things={len(self.thing_classes)})"
         )

@@ -12,10 +12,15 @@ in Cityscapes, absent from the official labelIds PNGs): ``num_classes = 35`` and
 as SPADE-style generators use 35 label channels. The panoptic id is the instanceIds value itself,
 which is already unique per thing instance (>= 24000) and per stuff class (< 34); thing pixels
 without an instance id (crowds) form one segment per class.
+
+Unknown pixels: the label ids given as ``unknown_classes`` (for instance
+:data:`CITYSCAPES_VOID_CLASSES`, the "void" category 0..6) are read as class and id -1. The
+default is none, as in the paper's recipe, where the void labels are classes of their own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,10 @@ CITYSCAPES_CLASS_NAMES: list[str] = [
     "bicycle",
     "license plate",
 ]
+
+# Label ids of the "void" category (unlabeled, ego vehicle, rectification border, out of roi,
+# static, dynamic, ground).
+CITYSCAPES_VOID_CLASSES: list[int] = list(range(7))
 
 # Label ids with hasInstances=True.
 CITYSCAPES_THING_CLASSES: list[int] = list(range(24, 34))
@@ -118,6 +127,7 @@ class Cityscapes(PanopticDataset):
         split: ``train``, ``val`` or ``test``.
         transform: callable applied to each sample dict.
         skip_bad: skip bad samples with a logged count instead of raising.
+        unknown_classes: label ids read as unknown (class and id -1), e.g. :data:`CITYSCAPES_VOID_CLASSES`.
     """
 
     num_classes = 35
@@ -126,8 +136,17 @@ class Cityscapes(PanopticDataset):
     thing_classes = CITYSCAPES_THING_CLASSES
 
     def __init__(
-        self, root: str | Path, split: str, transform: Transform | None = None, skip_bad: bool = False
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        skip_bad: bool = False,
+        unknown_classes: Sequence[int] = (),
     ) -> None:
+        bad = [c for c in unknown_classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 35]
+        if bad:
+            raise ValueError(f"unknown_classes must be Cityscapes label ids 0..34, got {bad[0]!r}")
+        self.unknown_values = tuple(sorted(set(unknown_classes)))
         root = Path(root)
         self.root = root
         self.split = split

@@ -8,7 +8,8 @@ Layout::
 
 Category ids are mapped to contiguous class indices in sorted category-id order (133 classes for
 COCO panoptic 2017); ``isthing`` comes from the categories. The panoptic id is the segment id;
-void pixels (id 0) get semantic ``ignore_index = 255`` and panoptic id 0.
+VOID pixels (id 0) are unknown: class and id -1 (``ignore_index = 255`` keeps SPADE's don't-care
+channel in the generators trained on it).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class CocoPanoptic(PanopticDataset):
     """
 
     ignore_index = IGNORE_INDEX
+    unknown_values = (IGNORE_INDEX,)
 
     def __init__(
         self, root: str | Path, split: str, transform: Transform | None = None, skip_bad: bool = False

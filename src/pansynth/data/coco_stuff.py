@@ -10,7 +10,8 @@ Layout::
 Class indices are 0-based: index = COCO category id - 1, so indices 0..90 are the thing range
 (category ids 1..91, of which the 80 COCO thing categories are used; 11 indices such as 11
 "street sign" never occur) and 91..181 the stuff classes (ids 92..182). ``num_classes = 182``,
-``ignore_index = 255``.
+``ignore_index = 255``. Unlabeled pixels (255) are read as unknown: class and id -1. (The older
+1-based encoding, where 0 was unlabeled, is not this layout and is not read.)
 
 The panoptic id is ``label * 65536 + inst``: two pixels share an id exactly when they share
 the pair (label, inst), for instance values below 65536 (8- or 16-bit instance PNGs).
@@ -72,6 +73,7 @@ class CocoStuff(PanopticDataset):
 
     num_classes = 182
     ignore_index = 255
+    unknown_values = (255,)
     class_names = COCO_STUFF_CLASS_NAMES
     thing_classes = COCO_STUFF_THING_CLASSES
 

@@ -3,10 +3,14 @@
 Layout::
 
     root/classes.json                 {"classes": [{"name": "sky", "isthing": false}, ...],
-                                       "ignore_index": null}
+                                       "ignore_index": null, "unknown": 255}
     root[/split]/images/<stem>.png|jpg
     root[/split]/semantic/<stem>.png  8/16-bit class index per pixel
     root[/split]/panoptic/<stem>.png  16-bit grayscale id, or RGB-encoded id = R + 256 G + 256^2 B
+
+Unknown pixels: semantic pixels holding the ``"unknown"`` value of ``classes.json`` (or its
+``"ignore_index"``, which also gives trained generators SPADE's don't-care channel) are read as
+class and id -1, whatever their panoptic id.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pansynth.data.io import IMAGE_EXTENSIONS, list_files, read_id_png, read_lab
 
 
 def read_classes_json(path: Path) -> tuple[list[str], list[int], int | None]:
-    """Parse ``classes.json`` into (class_names, thing_classes, ignore_index)."""
+    """Parse ``classes.json`` into (class_names, thing_classes, ignore_index); see :func:`read_unknown_value`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -59,12 +63,31 @@ def read_classes_json(path: Path) -> tuple[list[str], list[int], int | None]:
     return names, things, ignore_index
 
 
+def read_unknown_value(path: Path) -> int | None:
+    """The ``"unknown"`` value of a ``classes.json`` (checked by :func:`read_classes_json` first), or None."""
+    names, _, ignore_index = read_classes_json(path)
+    content = json.loads(Path(path).read_text())
+    unknown = content.get("unknown")
+    if unknown is not None and (not isinstance(unknown, int) or isinstance(unknown, bool) or unknown < len(names)):
+        raise ValueError(
+            f"{path}: unknown must be null or an integer >= the number of classes ({len(names)}), got {unknown!r}"
+        )
+    return unknown
+
+
 def write_classes_json(
-    path: Path, class_names: list[str], thing_classes: list[int], ignore_index: int | None = None
+    path: Path,
+    class_names: list[str],
+    thing_classes: list[int],
+    ignore_index: int | None = None,
+    unknown: int | None = None,
 ) -> None:
     """Write ``classes.json`` in the format :func:`read_classes_json` reads."""
     classes = [{"name": name, "isthing": index in thing_classes} for index, name in enumerate(class_names)]
-    Path(path).write_text(json.dumps({"classes": classes, "ignore_index": ignore_index}, indent=1) + "\n")
+    content = {"classes": classes, "ignore_index": ignore_index}
+    if unknown is not None:
+        content["unknown"] = unknown
+    Path(path).write_text(json.dumps(content, indent=1) + "\n")
 
 
 class Folder(PanopticDataset):
@@ -92,6 +115,8 @@ class Folder(PanopticDataset):
         self.root = root
         self.split = split
         self.class_names, self.thing_classes, self.ignore_index = read_classes_json(root / "classes.json")
+        unknown = read_unknown_value(root / "classes.json")
+        self.unknown_values = tuple(sorted({v for v in (self.ignore_index, unknown) if v is not None}))
         self.num_classes = len(self.class_names)
         if split is None and not (root / "images").is_dir():
             splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())

@@ -42,6 +42,9 @@ _THING_HUES = {DISC: (0.93, 1.04), BOX: (0.68, 0.82), CONE: (0.07, 0.16)}
 _THING_ID_STRIDE = 1000
 MIN_SIZE = 16
 
+# The semantic file value of unknown pixels in the written dataset (its classes.json "unknown").
+UNKNOWN_VALUE = 255
+
 
 @dataclass(frozen=True)
 class _Instance:
@@ -252,6 +255,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
 
     num_classes = len(SYNTHETIC_CLASS_NAMES)
     ignore_index = None
+    unknown_values = ()
     class_names = SYNTHETIC_CLASS_NAMES
     thing_classes = SYNTHETIC_THING_CLASSES
 
@@ -331,7 +335,9 @@ def write_synthetic_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
     try:
-        write_classes_json(staging / "classes.json", SYNTHETIC_CLASS_NAMES, SYNTHETIC_THING_CLASSES, None)
+        write_classes_json(
+            staging / "classes.json", SYNTHETIC_CLASS_NAMES, SYNTHETIC_THING_CLASSES, None, unknown=UNKNOWN_VALUE
+        )
         info = {
             "generator": "pansynth.data.synthetic",
             "num": num,

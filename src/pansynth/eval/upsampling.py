@@ -17,7 +17,9 @@ that upsampling creates, i.e. all but the top-left pixel of every 2x2 block, whi
 low-resolution pixel itself (``high[2r, 2c] == low[r, c]``) and never misaligned. These are
 ``misaligned`` and ``holes`` below; ``misaligned_all`` and ``holes_all`` divide by all
 high-resolution pixels instead (3/4 of the paper's figures on even-sized maps).
-``levels`` is the number of upsampling steps: strides ``2**levels -> 2**(levels-1)``, ...,
+Unknown pixels (id -1, see :data:`pansynth.ops.maps.UNKNOWN`) are left out of every count: they
+have no instance to misplace. A known pixel whose nearest-neighbour copy is unknown counts as
+misaligned. ``levels`` is the number of upsampling steps: strides ``2**levels -> 2**(levels-1)``, ...,
 ``2 -> 1``; SPADE's "normal" generator on a 256-pixel crop starts at 8x8 and upsamples 5
 times, hence the default ``levels=5``.
 """
@@ -35,6 +37,7 @@ from torch import Tensor
 
 from pansynth.files import atomic_write_text
 from pansynth.ops import upsample_choices
+from pansynth.ops.maps import UNKNOWN
 from pansynth.ops.panoptic_upsample import CANDIDATES
 from pansynth.viz import pyplot, save_figure
 
@@ -59,7 +62,7 @@ def _as_tensor(panoptic: Tensor | np.ndarray) -> Tensor:
 
 def upsampling_counts(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[dict]:
     """Pixel counts behind :func:`upsampling_stats`, per step (coarsest first): ``stride``,
-    ``low_size``, ``high_size``, ``pixels`` (all), ``new_pixels``, ``misaligned``, ``holes``."""
+    ``low_size``, ``high_size``, ``pixels`` (all known ones), ``new_pixels``, ``misaligned``, ``holes``."""
     panoptic = _as_tensor(panoptic)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
@@ -76,28 +79,31 @@ def upsampling_counts(panoptic: Tensor | np.ndarray, levels: int = 5) -> list[di
         # whose pixels are left out of the counts (a pixel's choice depends on its own id only).
         padded = F.pad(high, (0, 2 * low.shape[1] - w, 0, 2 * low.shape[0] - h))
         choice = upsample_choices(low[None], padded[None])[0, :h, :w]
-        new = torch.ones(h, w, dtype=torch.bool)
+        known = high != UNKNOWN
+        new = known.clone()
         new[::2, ::2] = False
         results.append(
             {
                 "stride": stride,
                 "low_size": list(low.shape),
                 "high_size": [h, w],
-                "pixels": h * w,
+                "pixels": int(known.sum()),
                 "new_pixels": int(new.sum()),
-                "misaligned": int((choice != 0).sum()),
-                "holes": int((choice == len(CANDIDATES)).sum()),
+                "misaligned": int(((choice != 0) & known).sum()),
+                "holes": int(((choice == len(CANDIDATES)) & known).sum()),
             }
         )
     return results
 
 
 def _shares(counts: dict) -> dict:
+    # max(1, ...): a map (almost) all unknown has no known pixel to count; its shares are 0.
+    new, pixels = max(1, counts["new_pixels"]), max(1, counts["pixels"])
     return {
-        "misaligned": counts["misaligned"] / counts["new_pixels"],
-        "holes": counts["holes"] / counts["new_pixels"],
-        "misaligned_all": counts["misaligned"] / counts["pixels"],
-        "holes_all": counts["holes"] / counts["pixels"],
+        "misaligned": counts["misaligned"] / new,
+        "holes": counts["holes"] / new,
+        "misaligned_all": counts["misaligned"] / pixels,
+        "holes_all": counts["holes"] / pixels,
     }
 
 
@@ -132,7 +138,7 @@ def dataset_upsampling_stats(panoptic_maps: Iterable[Tensor], levels: int = 5) -
     per_image: list[list[tuple[float, float]]] = []
     for panoptic in panoptic_maps:
         counts = upsampling_counts(panoptic, levels)
-        per_image.append([(c["misaligned"] / c["new_pixels"], c["holes"] / c["new_pixels"]) for c in counts])
+        per_image.append([(shares["misaligned"], shares["holes"]) for shares in map(_shares, counts)])
         if totals is None:
             totals = [{"stride": c["stride"], **{key: 0 for key in keys}} for c in counts]
         for total, count in zip(totals, counts):

@@ -43,7 +43,7 @@ from pansynth.inference import load_generator
 from pansynth.train import load_config
 from pansynth.train import train as train_run
 
-__all__ = ["COLUMNS", "VARIANTS", "format_table", "run_ablation"]
+__all__ = ["COLUMNS", "VARIANTS", "format_table", "mean_std", "proxy_segmenter", "run_ablation"]
 
 # (key, table label, config overrides): each row changes one switch of the row above.
 VARIANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -76,7 +76,7 @@ COLUMNS = (
 )
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return mean, std
@@ -94,7 +94,7 @@ def format_table(rows: list[dict]) -> str:
             if not values:
                 cells.append("n/a")
                 continue
-            mean, std = _mean_std(values)
+            mean, std = mean_std(values)
             digits = 3 if abs(mean) < 10 else 2  # separation figures are fractions, the rest percentages
             cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}")
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
@@ -161,7 +161,7 @@ def run_ablation(
     segmenter_real = None
     if segmenter_steps > 0 and networks.seg_model is None:
         base = configs[(VARIANTS[0][0], seeds[0])]
-        model, segmenter_real = _proxy_segmenter(
+        model, segmenter_real = proxy_segmenter(
             base, root, split, out_dir / "segmenter.pt", segmenter_steps, device, limit
         )
         num_classes = segmenter_real.pop("num_classes")
@@ -190,8 +190,8 @@ def run_ablation(
             for metric, value in result["metrics"].items():
                 if value is not None:
                     per_seed.setdefault(metric, []).append(float(value))
-        means = {metric: _mean_std(values)[0] for metric, values in per_seed.items()}
-        stds = {metric: _mean_std(values)[1] for metric, values in per_seed.items()}
+        means = {metric: mean_std(values)[0] for metric, values in per_seed.items()}
+        stds = {metric: mean_std(values)[1] for metric, values in per_seed.items()}
         rows.append({"variant": key, "label": label, "switches": list(switches), "metrics": means, "std": stds,
                      "per_seed": per_seed, "runs": runs})  # fmt: skip
     summary = {
@@ -269,7 +269,7 @@ def _evaluate_run(
     )  # fmt: skip
 
 
-def _proxy_segmenter(config, root, split, path: Path, steps: int, device: str, limit: int | None):
+def proxy_segmenter(config, root, split, path: Path, steps: int, device: str, limit: int | None):
     """Train (or reload) the proxy segmenter and score it on the real images of ``split``."""
     dataset_name = config.data.dataset
     size = config.data.crop_size or config.data.load_size

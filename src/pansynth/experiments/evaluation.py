@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
+from pansynth.data.corrupt import CorruptedMaps, Corruption
 from pansynth.devices import resolve_device
 from pansynth.eval.evaluate import MetricNetworks, evaluate_images, weights_fingerprint
 from pansynth.files import write_json_keeping_old
@@ -28,12 +29,17 @@ def evaluate_generator(
     device: str | torch.device = "cpu",
     limit: int | None = None,
     extra: Mapping | None = None,
+    corruptions: Sequence[Corruption] = (),
+    corrupt_seed: int = 0,
 ) -> dict:
     """Synthesize ``dataset`` with ``generator`` into ``out_dir/images`` and evaluate the images.
 
-    Writes ``out_dir/metrics.json`` (with ``extra`` entries and the weights' fingerprint added)
-    and ``out_dir/grid.png``; an existing ``out_dir/images`` folder is never written over
-    (choose another ``out_dir`` or evaluate it with :func:`evaluate_images`).
+    With ``corruptions`` (:mod:`pansynth.data.corrupt`) the generator is given the corrupted maps
+    (sample ``i`` seeded by ``(corrupt_seed, i)``) and the images are evaluated against the clean
+    ones: how much of the clean scene survives the imperfect map. Writes ``out_dir/metrics.json``
+    (with ``extra`` entries and the weights' fingerprint added) and ``out_dir/grid.png``; an existing
+    ``out_dir/images`` folder is never written over (choose another ``out_dir`` or evaluate it with
+    :func:`evaluate_images`).
     """
     out_dir = Path(out_dir)
     device = resolve_device(device)
@@ -43,6 +49,8 @@ def evaluate_generator(
             f"{images_dir} already holds images; evaluate them with --images {images_dir} or choose another --out"
         )
     subset = dataset if limit is None else Subset(dataset, range(min(limit, len(dataset))))
+    if corruptions:
+        subset = CorruptedMaps(subset, corruptions, corrupt_seed)
     synthesize_dataset(generator, subset, images_dir, batch_size=batch_size, device=device, progress=False)
     result = evaluate_images(
         dataset, images_dir, networks, separation_width=separation_width, batch_size=batch_size, device=device,
@@ -51,6 +59,8 @@ def evaluate_generator(
     result["weights_sha256"] = weights_fingerprint(generator)
     result["generator_step"] = generator.metadata.get("step")
     result["limit"] = limit
+    result["corruptions"] = [str(c) for c in corruptions]
+    result["corrupt_seed"] = corrupt_seed if corruptions else None
     result.update(extra or {})
     write_json_keeping_old(out_dir / "metrics.json", result)
     return result

@@ -44,7 +44,14 @@ from pansynth.models.init import init_weights
 from pansynth.models.spade import PlanCache, SPADEResBlock, apply_conv, make_conv3x3, resize_label
 from pansynth.ops import Backend
 from pansynth.ops.backend import BACKENDS, select_backend
-from pansynth.ops.maps import boundary_map, check_map, check_semantic_values, downsample_map, semantic_one_hot
+from pansynth.ops.maps import (
+    boundary_map,
+    check_map,
+    check_semantic_values,
+    downsample_map,
+    mark_unknown,
+    semantic_one_hot,
+)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Generator", "build_label_map", "label_map_channels"]
 
@@ -68,14 +75,17 @@ def build_label_map(
     """The network's label input: one-hot semantic map, plus the boundary map when asked.
 
     Args:
-        semantic (Tensor[N, H, W]): class indices in ``[0, num_classes)`` or ``ignore_index``.
+        semantic (Tensor[N, H, W]): class indices in ``[0, num_classes)``, or -1 / ``ignore_index``
+            for unknown pixels.
         panoptic (Tensor[N, H, W]): integer segment ids (only read when ``boundary``).
         check: check the class indices (reads them: see :func:`pansynth.ops.maps.check_semantic_values`).
 
     Returns:
-        Tensor[N, L, H, W] float32, L = :func:`label_map_channels`; ignored pixels are
-        one-hot in the extra channel after the classes; the boundary map is the last channel.
+        Tensor[N, L, H, W] float32, L = :func:`label_map_channels`; unknown pixels are one-hot
+        in the extra channel after the classes when ``ignore_index`` is set (SPADE's don't-care
+        channel), else all zeros; the boundary map (unknown pixels one segment) is the last channel.
     """
+    semantic, panoptic = mark_unknown(semantic, panoptic, ignore_index)
     label = semantic_one_hot(semantic, num_classes, ignore_index, check=check)
     if boundary:
         label = torch.cat([label, boundary_map(panoptic)], dim=1)
@@ -101,7 +111,9 @@ class Generator(nn.Module):
         num_classes: number of semantic classes K (one-hot width, without the ignore channel).
         size: (H, W) of the maps it takes and the images it makes; both must be multiples of
             2**(number of upsamplings), since the first layer runs at (H, W) / 2**num_up.
-        ignore_index: class value of unlabeled pixels (encoded in an extra channel), or None.
+        ignore_index: a class value that also means unknown, with SPADE's don't-care channel for
+            unknown pixels; None: unknown pixels (class -1) have an all-zero one-hot vector. Either
+            way every unknown pixel joins one segment of its own (id -1), whatever id it came with.
         ngf: base width; the first layer has 16 * ngf channels.
         conv: ``"panoptic"`` (paper) or ``"standard"`` (SPADE) for the first layer and the 3x3
             convs of the residual blocks.
@@ -120,7 +132,7 @@ class Generator(nn.Module):
 
     Shapes:
         forward(semantic (Tensor[N, H, W]) int64, panoptic (Tensor[N, H, W]) int64)
-        -> Tensor[N, 3, H, W] in [-1, 1], with (H, W) = ``size``.
+        -> Tensor[N, 3, H, W] in [-1, 1], with (H, W) = ``size``; semantic -1 marks unknown pixels.
 
     Example:
         >>> g = Generator(num_classes=4, size=(64, 64), ngf=4)
@@ -296,7 +308,7 @@ class Generator(nn.Module):
     def forward(self, semantic: Tensor, panoptic: Tensor) -> Tensor:
         if not torch.compiler.is_compiling():
             self.check_inputs(semantic, panoptic)
-        panoptic = panoptic.long()
+        semantic, panoptic = mark_unknown(semantic, panoptic, self.ignore_index)
         label = self.label_map(semantic, panoptic).to(self.conv_img.weight.dtype)
         plans = self._plans(panoptic, label)
         x = apply_conv(self.first_layer, resize_label(label, self.start_size), panoptic, plans)

@@ -4,6 +4,11 @@ Panoptic maps are integer tensors of shape (N, H, W) holding one id per segment
 (every thing instance and every stuff class has its own id; the values are arbitrary
 int64 numbers, not necessarily contiguous). Semantic maps are integer tensors of
 shape (N, H, W) holding a class index per pixel.
+
+Unknown pixels (unlabeled by the annotators, erased in the painter, dropped by a corruption) hold
+:data:`UNKNOWN` (-1) in both maps: one segment of their own that has no class. The one-hot
+encoding of an unknown pixel is all zeros, or SPADE's don't-care channel for a model built with an
+``ignore_index`` (which also accepts that value as unknown). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "UNKNOWN",
     "check_map",
+    "mark_unknown",
+    "unknown_value",
     "semantic_to_index",
     "check_semantic_values",
     "semantic_one_hot",
@@ -24,6 +32,9 @@ __all__ = [
 ]
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+# The semantic class and the panoptic id of an unknown pixel in every in-library map.
+UNKNOWN = -1
 
 
 def check_map(tensor: Tensor, name: str, ndim: int = 3) -> None:
@@ -43,34 +54,73 @@ def label_channels(num_classes: int, ignore_index: int | None) -> int:
     return num_classes + (1 if ignore_index is not None else 0)
 
 
+def unknown_value(num_classes: int, ignore_index: int | None) -> int:
+    """The value that marks unknown pixels in a class-index PNG written for a model.
+
+    The model's ``ignore_index`` when it has one, else 255 when the classes fit in 0..254
+    (8-bit maps), else 65535 (16-bit maps). Readers of PNG maps turn it into :data:`UNKNOWN`.
+    """
+    if ignore_index is not None:
+        return int(ignore_index)
+    return 255 if num_classes < 255 else 65535
+
+
+def mark_unknown(semantic: Tensor, panoptic: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:
+    """Give every unknown pixel the class and the id :data:`UNKNOWN` (-1).
+
+    A pixel is unknown when its class is -1 or ``ignore_index``. Whatever panoptic id it came
+    with (the painter sends 0), it joins the one unknown segment, so panoptic-aware layers never
+    mix it into a known neighbour that happens to share that id.
+
+    Args:
+        semantic (Tensor[N, H, W]): class indices, -1 or ``ignore_index`` where unknown.
+        panoptic (Tensor[N, H, W]): segment ids.
+
+    Returns:
+        (semantic, panoptic) int64, new tensors; the inputs are not modified.
+    """
+    semantic, panoptic = semantic.long(), panoptic.long()
+    unknown = _unknown_mask(semantic, ignore_index)
+    return semantic.masked_fill(unknown, UNKNOWN), panoptic.masked_fill(unknown, UNKNOWN)
+
+
+def _unknown_mask(semantic: Tensor, ignore_index: int | None) -> Tensor:
+    unknown = semantic == UNKNOWN
+    if ignore_index is not None:
+        unknown = unknown | (semantic == ignore_index)
+    return unknown
+
+
 def semantic_to_index(
     semantic: Tensor, num_classes: int, ignore_index: int | None = None, *, check: bool = True
 ) -> Tensor:
     """Map class indices to one-hot channel indices, checking their range.
 
-    Pixels equal to ``ignore_index`` go to the extra channel ``num_classes``. Values out of
-    range raise a ValueError in eager mode (:func:`check_semantic_values`); a compiled graph
-    does not check them, nor does ``check=False`` (for callers that checked the map once already:
-    reading the values is a host synchronisation on an accelerator).
+    Unknown pixels (-1, or ``ignore_index``) go to the extra channel ``num_classes`` when
+    ``ignore_index`` is set (SPADE's don't-care channel), else to -1: no channel at all (a zero
+    one-hot vector). Values out of range raise a ValueError in eager mode
+    (:func:`check_semantic_values`); a compiled graph does not check them, nor does ``check=False``
+    (for callers that checked the map once already: reading the values is a host synchronisation
+    on an accelerator).
 
     Args:
-        semantic (Tensor[N, H, W]): integer class indices in ``[0, num_classes)`` or ``ignore_index``.
+        semantic (Tensor[N, H, W]): integer class indices in ``[0, num_classes)``, -1 or ``ignore_index``.
 
     Returns:
-        Tensor[N, H, W] int64 channel indices in ``[0, label_channels(num_classes, ignore_index))``.
+        Tensor[N, H, W] int64 channel indices in ``[0, label_channels(num_classes, ignore_index))``,
+        or -1 (unknown, no channel) when ``ignore_index`` is None.
     """
     check_map(semantic, "semantic")
     if check:
         check_semantic_values(semantic, num_classes, ignore_index)
     semantic = semantic.long()
-    if ignore_index is not None:
-        semantic = torch.where(semantic == ignore_index, torch.full_like(semantic, num_classes), semantic)
-    return semantic
+    unknown_channel = num_classes if ignore_index is not None else UNKNOWN
+    return semantic.masked_fill(_unknown_mask(semantic, ignore_index), unknown_channel)
 
 
 def check_semantic_values(semantic: Tensor, num_classes: int, ignore_index: int | None = None) -> None:
     """Raise a ValueError naming the first bad value unless every class index of ``semantic`` lies in
-    ``[0, num_classes)`` or equals ``ignore_index``.
+    ``[0, num_classes)`` or marks an unknown pixel (-1 or ``ignore_index``).
 
     It reads the values (a host synchronisation on an accelerator, and a break in a compiled
     graph): it runs in eager mode and is left out while torch.compile traces.
@@ -78,15 +128,15 @@ def check_semantic_values(semantic: Tensor, num_classes: int, ignore_index: int 
     if semantic.numel() == 0 or torch.compiler.is_compiling():
         return
     index = semantic.long()
-    if ignore_index is not None:
-        index = torch.where(index == ignore_index, torch.zeros_like(index), index)
-    # (with an ignore index, num_classes itself is accepted: it is the ignore channel's index)
-    valid_max = num_classes if ignore_index is not None else num_classes - 1
-    low, high = torch.stack(torch.aminmax(index)).tolist()  # one read
-    if low < 0 or high > valid_max:
+    known = index.masked_fill(_unknown_mask(index, ignore_index), 0)
+    low, high = torch.stack(torch.aminmax(known)).tolist()  # one read
+    if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
         ignore = f" or the ignore index {ignore_index}" if ignore_index is not None else ""
-        raise ValueError(f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore}")
+        raise ValueError(
+            f"semantic map holds class index {bad}, expected values in [0, {num_classes - 1}]{ignore} "
+            f"or {UNKNOWN} (unknown)"
+        )
 
 
 def semantic_one_hot(
@@ -95,19 +145,26 @@ def semantic_one_hot(
     """One-hot encode a semantic map.
 
     Args:
-        semantic (Tensor[N, H, W]): integer class indices; pixels equal to ``ignore_index``
-            are encoded in an extra last channel.
+        semantic (Tensor[N, H, W]): integer class indices; unknown pixels (-1, or ``ignore_index``)
+            are encoded in an extra last channel when ``ignore_index`` is set, else as all zeros.
         check: check the values (see :func:`semantic_to_index`).
 
     Returns:
         Tensor[N, K, H, W] float32 with K = ``num_classes`` (+1 when ``ignore_index`` is set).
 
     Example:
-        >>> semantic_one_hot(torch.tensor([[[0, 2]]]), 3).shape
-        torch.Size([1, 3, 1, 2])
+        >>> semantic_one_hot(torch.tensor([[[0, 2, -1]]]), 3)[0, :, 0].t()
+        tensor([[1., 0., 0.],
+                [0., 0., 1.],
+                [0., 0., 0.]])
     """
     index = semantic_to_index(semantic, num_classes, ignore_index, check=check)
     channels = label_channels(num_classes, ignore_index)
+    if ignore_index is None:
+        # Unknown pixels (-1) scatter into a spare last channel that is then dropped.
+        index = torch.where(index < 0, channels, index)
+        one_hot = torch.zeros(index.shape[0], channels + 1, *index.shape[1:], device=index.device)
+        return one_hot.scatter_(1, index.unsqueeze(1), 1.0)[:, :channels]
     one_hot = torch.zeros(index.shape[0], channels, *index.shape[1:], device=index.device)
     return one_hot.scatter_(1, index.unsqueeze(1), 1.0)
 

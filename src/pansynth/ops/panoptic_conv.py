@@ -137,8 +137,11 @@ def _check_labels_range(labels: Tensor, num_labels: int) -> None:
     # A data-dependent check: run in eager mode, left out of compiled graphs.
     if torch.compiler.is_compiling() or labels.numel() == 0:
         return
-    if int(labels.min()) < 0 or int(labels.max()) >= num_labels:
-        raise ValueError(f"labels must lie in [0, {num_labels - 1}] for a weight with {num_labels} input channels")
+    if int(labels.min()) < -1 or int(labels.max()) >= num_labels:
+        raise ValueError(
+            f"labels must lie in [0, {num_labels - 1}] (or -1: unknown, no channel) for a weight with "
+            f"{num_labels} input channels"
+        )
 
 
 def panoptic_conv2d_labels(
@@ -160,7 +163,8 @@ def panoptic_conv2d_labels(
     it reads no values on the host (no ``nonzero``, no ``item``): one embedding lookup per tap.
 
     Args:
-        labels (Tensor[N, H, W]): channel indices in ``[0, K)`` (see ``semantic_to_index``).
+        labels (Tensor[N, H, W]): channel indices in ``[0, K)`` (see ``semantic_to_index``), or -1
+            for an unknown pixel whose one-hot vector is all zeros.
         panoptic (Tensor[N, H, W]): integer ids.
         weight (Tensor[O, K, k, k]): filter with an odd kernel size.
         bias (Tensor[O], optional)
@@ -202,8 +206,10 @@ def panoptic_conv2d_labels(
         pixels = positions[rows, 1] * width + positions[rows, 2]
         windows = SparseWindows(panoptic[b], pixels, radius)
         window_labels = labels[b].reshape(-1)[windows.neighbours]  # (n_b, k*k)
-        columns = taps[tap_index, window_labels]  # (n_b, k*k, O)
-        values = (columns * windows.same.unsqueeze(-1).to(columns.dtype)).sum(1)
+        columns = taps[tap_index, window_labels.clamp(min=0)]  # (n_b, k*k, O)
+        # An unknown neighbour (label -1) has a zero one-hot vector: it adds nothing.
+        seen = windows.same & (window_labels >= 0)
+        values = (columns * seen.unsqueeze(-1).to(columns.dtype)).sum(1)
         values = values * windows.scale(values.dtype)[:, None]
         out[rows] = values if bias is None else values + bias
     return out

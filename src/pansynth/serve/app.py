@@ -37,6 +37,7 @@ from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import LimitedStream
 
 from pansynth.inference import synthesize
+from pansynth.ops.maps import UNKNOWN, unknown_value
 from pansynth.serve.classes import ClassTable
 from pansynth.serve.maps import RequestError, check_classes, check_ids, decode_map_png, encode_png, resize_nearest
 from pansynth.serve.worker import LatestWinsWorker, Superseded, WorkerClosed
@@ -147,6 +148,8 @@ class PainterApp:
             raise ValueError(f"max_upload_bytes must be a finite number >= 1, got {max_upload_bytes}")
         self.num_classes = int(generator.num_classes)
         self.ignore_index = None if generator.ignore_index is None else int(generator.ignore_index)
+        # The semantic value that marks unknown pixels in the PNGs the page sends and receives.
+        self.unknown_value = unknown_value(self.num_classes, self.ignore_index)
         self.size: tuple[int, int] = tuple(int(v) for v in generator.output_size)  # type: ignore[assignment]
         if len(classes.names) != self.num_classes:
             raise ValueError(f"the class table has {len(classes.names)} classes but the model {self.num_classes}")
@@ -280,7 +283,7 @@ class PainterApp:
             if upload is None:
                 raise RequestError(f"missing the file field {field!r} (a PNG map); got fields {sorted(request.files)}")
             maps[field] = decode_map_png(upload.read(), field, self.size, field)
-        check_classes(maps["semantic"], self.num_classes, self.ignore_index)
+        check_classes(maps["semantic"], self.num_classes, self.unknown_value)
         check_ids(maps["panoptic"])
         return maps["semantic"], maps["panoptic"]
 
@@ -308,6 +311,7 @@ class PainterApp:
                 "width": self.size[1],
                 "num_classes": self.num_classes,
                 "ignore_index": self.ignore_index,
+                "unknown": {"value": self.unknown_value, "name": "unknown"},
                 "classes": self.classes.to_json(),
                 "palette_source": self.classes.palette_source,
                 "names_source": self.classes.source,
@@ -343,7 +347,10 @@ class PainterApp:
         if self.samples is None:
             raise RequestError("no dataset samples: start the server with --root DIR", 404)
         semantic, panoptic = self.samples.load(index)
-        check_classes(semantic, self.num_classes, self.ignore_index, field=f"sample {self.samples.names[index]}")
+        # Unknown pixels (-1 in the library) go to the page as the unknown value with id 0, as it paints them.
+        unknown = semantic == UNKNOWN
+        semantic, panoptic = np.where(unknown, self.unknown_value, semantic), np.where(unknown, 0, panoptic)
+        check_classes(semantic, self.num_classes, self.unknown_value, field=f"sample {self.samples.names[index]}")
         check_ids(panoptic, field=f"sample {self.samples.names[index]}")
         return maps_response(semantic, panoptic, name=self.samples.names[index])
 

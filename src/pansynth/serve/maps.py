@@ -75,14 +75,14 @@ def decode_map_png(data: bytes, field: str, size: tuple[int, int], kind: str) ->
     raise RequestError(f"{field}: expected {expected}, got PNG mode {image.mode!r}", status=422)
 
 
-def check_classes(semantic: np.ndarray, num_classes: int, ignore_index: int | None, field: str = "semantic") -> None:
-    """Refuse class values outside ``0..num_classes - 1`` other than ``ignore_index`` (status 422)."""
+def check_classes(semantic: np.ndarray, num_classes: int, unknown: int | None, field: str = "semantic") -> None:
+    """Refuse class values outside ``0..num_classes - 1`` other than the ``unknown`` value (status 422)."""
     valid = (semantic >= 0) & (semantic < num_classes)
-    if ignore_index is not None:
-        valid |= semantic == ignore_index
+    if unknown is not None:
+        valid |= semantic == unknown
     if not valid.all():
         y, x = (int(v[0]) for v in np.nonzero(~valid))
-        allowed = f"0..{num_classes - 1}" + (f" or the ignore value {ignore_index}" if ignore_index is not None else "")
+        allowed = f"0..{num_classes - 1}" + (f" or the unknown value {unknown}" if unknown is not None else "")
         raise RequestError(
             f"{field}: class {int(semantic[y, x])} at pixel (y={y}, x={x}) is not one of this model's classes "
             f"({allowed})",

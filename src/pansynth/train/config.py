@@ -71,6 +71,16 @@ ALIASES = {
 
 
 @dataclass
+class CorruptConfig:
+    """Training augmentation of the label maps (:class:`pansynth.data.corrupt.CorruptAugment`); off by default."""
+
+    warp_prob: float = 0.0  # probability that a sample's maps are elastically warped (its photo is not)
+    warp_level: float = 4.0  # largest displacement of the warp in pixels (corruption "jitter")
+    unknown_prob: float = 0.0  # probability that a sample gets unknown rectangles
+    unknown_regions: int = 3  # how many (corruption "regions")
+
+
+@dataclass
 class DataConfig:
     dataset: str = "folder"  # folder | cityscapes | coco-stuff | coco-panoptic
     root: str | None = None  # dataset folder; required before training starts
@@ -80,6 +90,8 @@ class DataConfig:
     flip: bool = False  # random horizontal flip
     num_workers: int = 0
     skip_bad: bool = False  # skip unreadable samples instead of failing
+    unknown_classes: list[int] = field(default_factory=list)  # cityscapes: label ids read as unknown (void: 0..6)
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)  # label-map augmentation, off by default
 
 
 @dataclass
@@ -280,6 +292,17 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         size = flat[key]
         if size is not None and (len(size) != 2 or not all(v > 0 for v in size)):  # min() would skip a NaN
             raise ValueError(f"{source}: {key} must be [H, W] with positive sizes or null, got {size}")
+    corrupt = config.data.corrupt
+    for key in ("warp_prob", "unknown_prob"):
+        if not 0.0 <= getattr(corrupt, key) <= 1.0:
+            raise ValueError(
+                f"{source}: data.corrupt.{key} must be a probability in [0, 1], got {getattr(corrupt, key)}"
+            )
+    if not 0.0 <= corrupt.warp_level <= 64 or not 0 <= corrupt.unknown_regions <= 64:
+        raise ValueError(
+            f"{source}: data.corrupt.warp_level must be in [0, 64] pixels and data.corrupt.unknown_regions in "
+            f"0..64, got {corrupt.warp_level} and {corrupt.unknown_regions}"
+        )
     if config.ema is not None and not 0.0 <= config.ema < 1.0:
         raise ValueError(f"{source}: ema must be a decay in [0, 1) or null, got {config.ema}")
     for key in ("optim.lr_g", "optim.lr_d"):

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pansynth import __version__
 from pansynth.data import build_dataset
+from pansynth.data.corrupt import Augmented, make_augment
 from pansynth.data.transforms import PairedTransform
 from pansynth.models import Generator, MultiscaleDiscriminator
 from pansynth.train import checkpoint as ckpt
@@ -165,6 +166,7 @@ class Trainer:
                 "lower batch_size"
             )
         self.image_size = self._model_size()
+        self.augment = make_augment(config.data.corrupt, getattr(self.dataset, "thing_classes", []))
         # The fixed samples go through the random crops and flips too: seeded, so that two identical
         # runs (and a run and its resume) show the same samples.
         distributed.seed_everything(config.seed)
@@ -211,7 +213,10 @@ class Trainer:
     def _build_dataset(self) -> Dataset:
         data = self.config.data
         transform = PairedTransform(size=data.load_size, crop=data.crop_size, flip=data.flip)
-        return build_dataset(data.dataset, data.root, split=data.split, transform=transform, skip_bad=data.skip_bad)
+        return build_dataset(
+            data.dataset, data.root, split=data.split, transform=transform, skip_bad=data.skip_bad,
+            unknown_classes=data.unknown_classes,
+        )  # fmt: skip
 
     def _model_size(self) -> tuple[int, int]:
         data = self.config.data
@@ -474,7 +479,7 @@ class Trainer:
         skip = self.batch_in_epoch * self.batch_per_rank
         generator = torch.Generator().manual_seed(self.config.seed * 7919 + self.epoch)
         return DataLoader(
-            self.dataset,
+            self.dataset if self.augment is None else Augmented(self.dataset, self.augment),
             batch_size=self.batch_per_rank,
             sampler=_SkipSampler(sampler, skip),
             num_workers=self.config.data.num_workers,
