@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from serve_testing import (
     HEIGHT,
     NUM_CLASSES,
@@ -20,8 +21,9 @@ from serve_testing import (
     scene_maps,
 )
 
+from pansynth.data import Folder
 from pansynth.models import Generator
-from pansynth.serve.app import PainterApp
+from pansynth.serve.app import PainterApp, SampleList
 from pansynth.serve.classes import build_class_table
 
 
@@ -95,3 +97,28 @@ def test_a_value_neither_class_nor_unknown_is_refused(no_channel_server):
     assert json.loads(body)["error"] == (
         "semantic: class 7 at pixel (y=3, x=4) is not one of this model's classes (0..4 or the unknown value 255)"
     )
+
+
+def test_a_dataset_sample_comes_to_the_page_with_the_unknown_value_and_id_0(tmp_path):
+    root = tmp_path / "data"
+    for kind in ("images", "semantic", "panoptic"):
+        (root / kind).mkdir(parents=True)
+    classes = [{"name": f"c{i}", "isthing": i in (2, 3)} for i in range(NUM_CLASSES)]
+    (root / "classes.json").write_text(json.dumps({"classes": classes, "ignore_index": None, "unknown": 200}))
+    semantic, panoptic, unknown = _unknown_maps()
+    Image.fromarray(np.where(unknown, 200, semantic).astype(np.uint8)).save(root / "semantic" / "a.png")
+    Image.fromarray(panoptic.astype(np.uint16)).save(root / "panoptic" / "a.png")
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(root / "images" / "a.png")
+    torch.manual_seed(3)
+    generator = Generator(NUM_CLASSES, size=(HEIGHT, WIDTH), ngf=4, spade_hidden=16).eval()
+    app = PainterApp(generator, build_class_table(NUM_CLASSES, None), SampleList(Folder(root), (HEIGHT, WIDTH)))
+    with running(app) as base:
+        status, _, body = request(base + "/api/samples/0")
+    app.close()
+    assert status == 200
+    maps = json.loads(body)
+    got_semantic = np.array(maps["semantic"]).reshape(HEIGHT, WIDTH)
+    got_panoptic = np.array(maps["panoptic"]).reshape(HEIGHT, WIDTH)
+    # The model's unknown value (255), not the dataset's file value (200), and the painter's id 0.
+    np.testing.assert_array_equal(got_semantic, np.where(unknown, 255, semantic))
+    np.testing.assert_array_equal(got_panoptic, np.where(unknown, 0, panoptic))
