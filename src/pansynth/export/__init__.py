@@ -11,12 +11,15 @@ where the panoptic convolution, Algorithm 1 and the hole filling are plain tenso
 
 from pansynth.export.graph import ExportInput, ExportModule, export_inputs, export_metadata, graph_generator
 from pansynth.export.onnx_file import DEFAULT_OPSET, check_onnx_model, export_onnx, onnx_metadata
+from pansynth.export.painter import write_painter
 from pansynth.export.program import custom_ops, export_program, exported_program
+from pansynth.export.runtime import OnnxGenerator
 
 __all__ = [
     "DEFAULT_OPSET",
     "ExportInput",
     "ExportModule",
+    "OnnxGenerator",
     "check_onnx_model",
     "custom_ops",
     "export_inputs",
@@ -26,4 +29,5 @@ __all__ = [
     "exported_program",
     "graph_generator",
     "onnx_metadata",
+    "write_painter",
 ]

@@ -122,9 +122,11 @@ def upsample(features: Tensor, panoptic_low: Tensor, panoptic_high: Tensor) -> t
     index, inside = _candidate_index(height, width)
     match = (_candidates(panoptic_low, index) == panoptic_high.unsqueeze(1)) & inside.to(panoptic_low.device)
     values = _candidates(features, index)  # (N, C, 4, 2h, 2w)
-    upsampled = torch.zeros_like(values[:, :, 0])
-    choice = torch.full_like(panoptic_high, HOLE, dtype=torch.uint8)
-    for k in reversed(range(len(CANDIDATES))):
+    # Scalars, not zeros_like/full_like: a traced *_like of a batch-sized tensor can be folded into a
+    # constant of the traced batch size.
+    upsampled = torch.where(match[:, HOLE - 1 : HOLE], values[:, :, HOLE - 1], 0.0)
+    choice = torch.where(match[:, HOLE - 1], HOLE - 1, HOLE)
+    for k in reversed(range(len(CANDIDATES) - 1)):
         upsampled = torch.where(match[:, k : k + 1], values[:, :, k], upsampled)
-        choice = torch.where(match[:, k], torch.full_like(choice, k), choice)
-    return upsampled, choice
+        choice = torch.where(match[:, k], k, choice)
+    return upsampled, choice.to(torch.uint8)

@@ -454,6 +454,18 @@
     setPending();
     const sent = snapshot();
     try {
+      // A page that brings its own backend (the static in-browser painter of `pansynth export --painter`)
+      // synthesizes through it instead of the server.
+      if (window.PANSYNTH_BACKEND) {
+        document.body.dataset.requests = String(Number(document.body.dataset.requests) + 1);
+        setStatus("synthesizing…");
+        const started = performance.now();
+        const blob = await window.PANSYNTH_BACKEND.synthesize({
+          semantic: sent.semantic, panoptic: sent.panoptic, height: state.height, width: state.width, style: null,
+        });
+        showResult(blob, sent, String(Math.round(performance.now() - started)));
+        return;
+      }
       const form = new FormData();
       form.append("semantic", await semanticPng(sent.semantic), "semantic.png");
       form.append("panoptic", await panopticPng(sent.panoptic), "panoptic.png");
@@ -754,7 +766,7 @@
   async function start() {
     let info;
     try {
-      info = await getJson("/api/info");
+      info = window.PANSYNTH_BACKEND ? await window.PANSYNTH_BACKEND.info() : await getJson("/api/info");
     } catch (error) {
       setStatus(`cannot reach the server: ${error.message}`, "error");
       return;
