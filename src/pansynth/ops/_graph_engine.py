@@ -27,7 +27,7 @@ __all__ = ["conv2d", "upsample", "window_masks"]
 
 
 def _window_index(height: int, width: int, kernel_size: int) -> tuple[Tensor, Tensor]:
-    """Flat indices into the map padded by k // 2 of every window position (Tensor[k*k*H*W] int64,
+    """Flat indices into the map padded by k // 2 of every window position (Tensor[k*k*H*W] int32,
     tap-major), and whether each lies inside the image (Tensor[1, k*k, H, W] bool)."""
     # The TorchScript tracer hands sizes over as tensors: they are fixed here.
     height, width, kernel_size = int(height), int(width), int(kernel_size)
@@ -40,7 +40,7 @@ def _window_index(height: int, width: int, kernel_size: int) -> tuple[Tensor, Te
             row_in = (rows + dy - radius >= 0) & (rows + dy - radius < height)
             col_in = (cols + dx - radius >= 0) & (cols + dx - radius < width)
             inside.append(row_in & col_in)
-    index_t = torch.from_numpy(np.concatenate(index).astype(np.int64))
+    index_t = torch.from_numpy(np.concatenate(index).astype(np.int32))  # int32: half the bytes in a file
     inside_t = torch.from_numpy(np.stack(inside)[None].copy())
     return index_t, inside_t
 
@@ -92,14 +92,14 @@ def conv2d(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None)
 def _candidate_index(height: int, width: int) -> tuple[Tensor, Tensor]:
     """For every high-resolution pixel of a (2h, 2w) map, the flat index into the low-resolution map
     padded by one row and column (bottom, right) of each of Algorithm 1's candidates
-    (Tensor[4 * 2h * 2w] int64, candidate-major), and whether it lies inside (Tensor[1, 4, 2h, 2w] bool)."""
+    (Tensor[4 * 2h * 2w] int32, candidate-major), and whether it lies inside (Tensor[1, 4, 2h, 2w] bool)."""
     height, width = int(height), int(width)
     rows, cols = np.arange(2 * height)[:, None] // 2, np.arange(2 * width)[None, :] // 2
     index, inside = [], []
     for d_row, d_col in CANDIDATES:
         index.append(((rows + d_row) * (width + 1) + cols + d_col).reshape(-1))
         inside.append((rows + d_row < height) & (cols + d_col < width))
-    index_t = torch.from_numpy(np.concatenate(index).astype(np.int64))
+    index_t = torch.from_numpy(np.concatenate(index).astype(np.int32))  # int32: half the bytes in a file
     inside_t = torch.from_numpy(np.stack(inside)[None].copy())
     return index_t, inside_t
 
