@@ -1,6 +1,6 @@
 """The package's structure: arrows only point down, and no module imports itself back.
 
-cli -> experiments (and serve) -> (train, eval, inference) -> (models, data) -> ops, with the small
+cli -> experiments (and serve, export) -> (train, eval, inference) -> (models, data) -> ops, with the small
 shared homes (choices, devices, errors, files, run_files, viz, weights) at the bottom, usable by all. Read
 from the code's own import statements (module level and inside functions alike).
 """
@@ -22,6 +22,7 @@ LAYERS = {
     "inference": 2,
     "experiments": 3,
     "serve": 3,
+    "export": 3,
     "cli": 4,
     "bench": 4,
     "__main__": 5,

@@ -51,7 +51,7 @@ from pansynth.serve.classes import build_class_table
 
 __all__ = ["BenchRow", "run_benchmarks", "scene_panoptic", "main"]
 
-ROW_GROUPS = ("conv", "upsample", "generator", "serve")
+ROW_GROUPS = ("conv", "upsample", "generator", "serve", "export")
 # The generator's convolution stages at Cityscapes 256x512, ngf 64: (in, out channels, height,
 # width) of each residual block's first panoptic convolution.
 CITYSCAPES_CONV_STAGES = (
@@ -594,6 +594,39 @@ def bench_serve_synthesis(device: torch.device, repeats: int) -> BenchRow:
     )
 
 
+def bench_export(size: int, repeats: int, ngf: int = 8, num_classes: int = 6) -> BenchRow:
+    """`pansynth export`: the paper model on ONNX Runtime (CPU provider) vs PyTorch eager, one map.
+
+    The demo preset's width (ngf 8, 6 classes); the exported file sizes are in the note.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from pansynth.export import OnnxGenerator, export_onnx, export_program
+
+    torch.manual_seed(0)
+    model = Generator(num_classes, size=(size, size), ngf=ngf).eval()
+    panoptic = scene_panoptic(size, size)
+    semantic = torch.where(panoptic >= 1000, panoptic // 1000, panoptic)  # stuff id c, thing id c * 1000 + k
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = export_onnx(model, Path(folder) / "model.onnx")
+        program_path = export_program(model, Path(folder) / "model.pt2")
+        onnx_mib, program_mib = (path.stat().st_size / 2**20 for path in (onnx_path, program_path))
+        sizes = f"files: .onnx {onnx_mib:.1f} MiB, .pt2 {program_mib:.1f} MiB"
+        runtime = OnnxGenerator(onnx_path, threads=torch.get_num_threads())
+        with torch.no_grad():
+            eager_ms, onnx_ms = time_pair_ms(
+                lambda: model(semantic, panoptic), lambda: runtime(semantic, panoptic), torch.device("cpu"), repeats
+            )
+    return BenchRow(
+        "export: paper model, PyTorch eager vs ONNX Runtime (CPU)",
+        f"{size}x{size}, ngf {ngf}, batch 1",
+        eager_ms,
+        onnx_ms,
+        sizes,
+    )
+
+
 def run_benchmarks(
     device: torch.device,
     quick: bool = False,
@@ -624,6 +657,9 @@ def run_benchmarks(
             table += bench_generator("demo", 64, 64, 16, device, repeats)
     if "serve" in rows:
         table.append(bench_serve_synthesis(device, repeats))
+    if "export" in rows:
+        for size in (64, 256):  # the demo size, and 256x256 with the demo's width
+            table.append(bench_export(size, repeats))
     if device.type == "cuda":
         if "conv" in rows:
             table += bench_cuda_conv_stages(device, engines, repeats)
@@ -681,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         type=_row_groups,
         default=ROW_GROUPS,
         help=f"comma-separated groups of rows to run, of {','.join(ROW_GROUPS)} (default: all; serve is the "
-        "painter's request)",
+        "painter's request, export ONNX Runtime against PyTorch)",
     )
     parser.add_argument(
         "--backend",

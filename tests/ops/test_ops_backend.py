@@ -79,7 +79,7 @@ def test_auto_never_picks_missing_kernels(env):
 @pytest.mark.parametrize(
     ("backend", "tensor", "match"),
     [
-        ("cuda", tensor_on("cpu"), "backend must be 'auto', 'triton' or 'torch', got 'cuda'"),
+        ("cuda", tensor_on("cpu"), "backend must be 'auto', 'triton', 'torch' or 'graph', got 'cuda'"),
         ("triton", tensor_on("cpu"), "TRITON_INTERPRET=1"),
         ("triton", tensor_on("cuda", torch.float64), "float64"),
         ("triton", tensor_on("mps"), "CUDA tensors"),

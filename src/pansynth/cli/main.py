@@ -11,12 +11,12 @@ import os
 import sys
 
 from pansynth import __version__
-from pansynth.cli import data, evaluate, experiments, serve, train
+from pansynth.cli import data, evaluate, experiments, export, serve, train
 from pansynth.errors import UserError
 from pansynth.train import TrainingInterrupted
 
 # In the order they appear in ``--help``.
-COMMAND_GROUPS = (data, train, evaluate, experiments, serve)
+COMMAND_GROUPS = (data, train, evaluate, experiments, serve, export)
 # Errors in the user's input or environment: one line, no traceback (PANSYNTH_DEBUG=1 shows it).
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError)
 

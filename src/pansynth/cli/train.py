@@ -18,6 +18,7 @@ from pansynth.cli.common import (
     overrides,
 )
 from pansynth.data import build_dataset
+from pansynth.export import OnnxGenerator
 from pansynth.inference import MapFolder, read_map_pair, synthesize_dataset
 from pansynth.train import load_config, train
 from pansynth.train.config import preset_names
@@ -42,7 +43,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Write one PNG per input map pair, at the map's resolution. Every map is checked before the "
         "first image is written.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help=CHECKPOINT_HELP)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    model.add_argument(
+        "--onnx", type=Path, metavar="FILE", help="an .onnx file from `pansynth export`, run by ONNX Runtime"
+    )
     p.add_argument("--input", help="folder with semantic/ and panoptic/ PNGs (Folder layout), or one semantic PNG")
     p.add_argument("--panoptic", help="panoptic PNG going with a single semantic PNG given as --input")
     p.add_argument("--out", required=True, help="output folder")
@@ -77,7 +82,13 @@ def _maps(args: argparse.Namespace) -> Any:
 
 def _synthesize(args: argparse.Namespace) -> int:
     check_limit(args)
-    generator = load_checkpoint_argument(args.checkpoint)
+    if args.onnx is not None:
+        generator = OnnxGenerator(args.onnx)
+        if args.device not in ("auto", "cpu"):
+            raise ValueError(f"--onnx runs on ONNX Runtime's CPU provider; drop --device {args.device}")
+        args.device = "cpu"
+    else:
+        generator = load_checkpoint_argument(args.checkpoint)
     maps = _maps(args)
     if args.limit is not None:
         maps = Subset(maps, range(min(args.limit, len(maps))))

@@ -20,11 +20,12 @@ lookup per pixel: small next to the stage's convolutions), and selects it at the
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pansynth.ops import Backend, PanopticConv2d, panoptic_conv2d_labels, panoptic_upsample
+from pansynth.ops import Backend, PanopticConv2d, panoptic_conv2d, panoptic_conv2d_labels, panoptic_upsample
 from pansynth.ops.backend import select_backend
-from pansynth.ops.maps import boundary_map, semantic_to_index
+from pansynth.ops.maps import boundary_map, semantic_one_hot, semantic_to_index
 
 __all__ = ["HoleFillingUpsample"]
 
@@ -87,6 +88,9 @@ class HoleFillingUpsample(nn.Module):
             None if proj is None else proj.weight, None if proj is None else proj.bias,
             isinstance(layer, PanopticConv2d), self.boundary, self.num_classes, self.ignore_index,
         )  # fmt: skip
+        if self.backend == "graph":
+            # Exported graphs: the fill at every pixel, kept where no candidate matched (no data-dependent shape).
+            return fill_holes_graph(*arguments)
         if select_backend(self.backend, features) == "triton":
             # The engine of accelerators: no host synchronisation, and plain ops torch.compile traces.
             return fill_holes_dense(*arguments)
@@ -235,6 +239,38 @@ def fill_holes_dense(
     if bias is not None:
         fill = fill + bias[:, None, None]
     # upsampled is 0 at the holes: selecting the fill there equals adding (1 - M) * fill (eq. 3).
+    return torch.where(matched > 0, upsampled, fill.to(upsampled.dtype))
+
+
+def fill_holes_graph(
+    upsampled: Tensor,
+    matched: Tensor,
+    semantic_high: Tensor,
+    panoptic_high: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    proj_weight: Tensor | None,
+    proj_bias: Tensor | None,
+    partial: bool,
+    boundary: bool,
+    num_classes: int,
+    ignore_index: int | None,
+) -> Tensor:
+    """Eq. 3 for the graph engine (exports): :func:`fill_holes` with the fill at every pixel (Tensor[N, C, 2h, 2w]).
+
+    The first layer runs densely on the stage's label map (the same one-hot semantic map and
+    boundary map of ``panoptic_high`` that :func:`hole_features` reads) and ``where`` keeps it at
+    the holes: equal to :func:`fill_holes`, with shapes that do not depend on the map's values.
+    """
+    label = semantic_one_hot(semantic_high, num_classes, ignore_index).to(weight.dtype)
+    if boundary:
+        label = torch.cat([label, boundary_map(panoptic_high).to(weight.dtype)], dim=1)
+    if partial:
+        fill = panoptic_conv2d(label, panoptic_high.long(), weight, bias, backend="graph")
+    else:
+        fill = F.conv2d(label, weight, bias, padding=weight.shape[-1] // 2)
+    if proj_weight is not None:
+        fill = F.conv2d(fill, proj_weight, proj_bias)
     return torch.where(matched > 0, upsampled, fill.to(upsampled.dtype))
 
 

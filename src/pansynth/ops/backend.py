@@ -11,6 +11,10 @@ PyTorch engine otherwise (CPU, float64, other devices).
 The environment variable ``PANSYNTH_BACKEND`` sets what ``auto`` means: ``torch`` always takes
 the PyTorch engine; ``triton`` takes the Triton kernels wherever they can run the tensors
 (CUDA, or CPU under ``TRITON_INTERPRET=1``; not float64), whether or not they were verified.
+
+``backend="graph"`` is the graph engine (:mod:`pansynth.ops._graph_engine`): plain tensor operations
+whose shapes follow from the input shapes only, for ``torch.export`` and ONNX (see
+:mod:`pansynth.export`); every device and dtype, slower than the others. ``auto`` never picks it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from torch import Tensor
 
 __all__ = ["Backend", "BACKEND_ENV", "TRITON_VERIFIED_ON_CUDA", "compute_dtype", "select_backend", "triton_available"]
 
-Backend = Literal["auto", "triton", "torch"]
-BACKENDS = ("auto", "triton", "torch")
+Backend = Literal["auto", "triton", "torch", "graph"]
+BACKENDS = ("auto", "triton", "torch", "graph")
 BACKEND_ENV = "PANSYNTH_BACKEND"
 
 # Whether ``backend="auto"`` may pick the Triton kernels for CUDA tensors. It stays False until
@@ -70,16 +74,16 @@ def _env_backend() -> str:
     return value or "auto"
 
 
-def select_backend(backend: str, tensor: Tensor) -> Literal["triton", "torch"]:
+def select_backend(backend: str, tensor: Tensor) -> Literal["triton", "torch", "graph"]:
     """The engine that runs an op on ``tensor`` (the features) for the ``backend`` argument.
 
     Raises a ValueError when ``backend="triton"`` cannot run these tensors (float64, a CPU
     tensor outside the interpreter, Triton missing), naming what to do instead.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
-    if backend == "torch":
-        return "torch"
+        raise ValueError(f"backend must be 'auto', 'triton', 'torch' or 'graph', got {backend!r}")
+    if backend in ("torch", "graph"):
+        return backend
     device, dtype = tensor.device, tensor.dtype
     if backend == "auto":
         meaning = _env_backend()

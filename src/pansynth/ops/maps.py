@@ -181,14 +181,12 @@ def boundary_map(panoptic: Tensor) -> Tensor:
         Tensor[N, 1, H, W] float32 in {0, 1}.
     """
     check_map(panoptic, "panoptic")
-    edge = torch.zeros_like(panoptic, dtype=torch.bool)
-    vertical = panoptic[:, 1:, :] != panoptic[:, :-1, :]
-    horizontal = panoptic[:, :, 1:] != panoptic[:, :, :-1]
-    edge[:, 1:, :] |= vertical
-    edge[:, :-1, :] |= vertical
-    edge[:, :, 1:] |= horizontal
-    edge[:, :, :-1] |= horizontal
-    return edge.unsqueeze(1).float()
+    # Padded differences instead of in-place writes into slices: the same map, and it exports to ONNX.
+    vertical = (panoptic[:, 1:, :] != panoptic[:, :-1, :]).float()
+    horizontal = (panoptic[:, :, 1:] != panoptic[:, :, :-1]).float()
+    edge = F.pad(vertical, (0, 0, 1, 0)) + F.pad(vertical, (0, 0, 0, 1))
+    edge = edge + F.pad(horizontal, (1, 0, 0, 0)) + F.pad(horizontal, (0, 1, 0, 0))
+    return (edge > 0).unsqueeze(1).float()
 
 
 def map_stride(source_size: tuple[int, int], target_size: tuple[int, int], name: str = "map") -> tuple[int, int]:

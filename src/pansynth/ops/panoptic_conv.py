@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pansynth.ops import _torch_engine, _triton_ops
+from pansynth.ops import _graph_engine, _torch_engine, _triton_ops
 from pansynth.ops._torch_engine import ConvPlan, SparseWindows, conv_plan, irregular_pixels, window_masks
-from pansynth.ops.backend import Backend, compute_dtype, select_backend
+from pansynth.ops.backend import BACKENDS, Backend, compute_dtype, select_backend
 from pansynth.ops.maps import check_map, map_stride, semantic_to_index
 
 __all__ = [
@@ -109,7 +109,8 @@ def panoptic_conv2d(
         plan: :func:`conv_plan` of ``panoptic`` and k, shared by every layer fed this map
             (the PyTorch engine builds one per call without it; the Triton engine needs none).
         backend: ``"auto"`` (the Triton kernels for CUDA tensors once verified there, else
-            the PyTorch engine; see :mod:`pansynth.ops.backend`), ``"triton"`` or ``"torch"``.
+            the PyTorch engine; see :mod:`pansynth.ops.backend`), ``"triton"``, ``"torch"`` or
+            ``"graph"`` (plain tensor operations for torch.export and ONNX).
 
     Returns:
         Tensor[N, O, H, W] in the computing dtype; in the input's memory format on the
@@ -130,6 +131,8 @@ def panoptic_conv2d(
         return F.conv2d(input, weight, bias)
     if engine == "triton":
         return _triton_ops.conv2d(input, panoptic, weight, bias)
+    if engine == "graph":
+        return _graph_engine.conv2d(input, panoptic, weight, bias)
     return _torch_engine.conv2d(input, panoptic, weight, bias, plan)
 
 
@@ -266,8 +269,8 @@ class PanopticConv2d(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
-        if backend not in ("auto", "triton", "torch"):
-            raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'triton', 'torch' or 'graph', got {backend!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pansynth.ops import _torch_engine, _triton_ops
+from pansynth.ops import _graph_engine, _torch_engine, _triton_ops
 from pansynth.ops._torch_engine import CANDIDATES, HOLE
 from pansynth.ops.backend import Backend, select_backend
 from pansynth.ops.maps import check_map
@@ -85,7 +85,7 @@ def panoptic_upsample(
         features (Tensor[N, C, h, w]): low-resolution features (contiguous or channels_last).
         panoptic_low (Tensor[N, h, w]): integer ids at the features' resolution.
         panoptic_high (Tensor[N, 2h, 2w]): integer ids at the output resolution.
-        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (see :mod:`pansynth.ops.backend`).
+        backend: ``"auto"``, ``"triton"``, ``"torch"`` or ``"graph"`` (see :mod:`pansynth.ops.backend`).
 
     Returns:
         ``(upsampled, matched)``: upsampled (Tensor[N, C, 2h, 2w], in the features' memory
@@ -113,8 +113,11 @@ def panoptic_upsample(
     for name, label_map in (("panoptic_low", panoptic_low), ("panoptic_high", panoptic_high)):
         if label_map.device != features.device:
             raise ValueError(f"{name} is on {label_map.device} but the features are on {features.device}")
-    if select_backend(backend, features) == "triton":
+    engine = select_backend(backend, features)
+    if engine == "triton":
         upsampled, choice = _triton_ops.upsample(features, panoptic_low, panoptic_high)
+    elif engine == "graph":
+        upsampled, choice = _graph_engine.upsample(features, panoptic_low, panoptic_high)
     else:
         upsampled, choice = _torch_engine.upsample(features, panoptic_low, panoptic_high)
     matched = (choice < HOLE).unsqueeze(1).to(features.dtype)
