@@ -37,6 +37,7 @@ from pansynth.choices import (
     INIT_KINDS,
     NORM_KINDS,
     PRECISIONS,
+    STYLE_KINDS,
     UPSAMPLE_KINDS,
     UPSAMPLING_LAYERS,
     VGG_INPUTS,
@@ -94,6 +95,8 @@ class ModelConfig:
     spade_hidden: int = 128  # width of the SPADE layers' hidden convolution
     init: str = "spade"  # spade (xavier normal, gain 0.02) | default (PyTorch's)
     backend: str = "auto"  # engine of the panoptic layers: auto | triton | torch (same numbers)
+    style: str = "none"  # none (the paper's model) | instance (a style code per panoptic segment, docs/style.md)
+    style_dim: int = 8  # code channels per segment (style=instance)
 
 
 @dataclass
@@ -124,6 +127,7 @@ class LossConfig:
     lambda_vgg: float = 10.0
     vgg_weights: str | None = None  # local torchvision VGG19 state dict (needed when lambda_vgg > 0)
     vgg_input: str = "raw"  # raw ([-1, 1] images, as SPADE) | imagenet (ImageNet-normalised)
+    lambda_kld: float = 0.05  # weight of the style codes' KL divergence to N(0, I) (model.style=instance)
 
 
 @dataclass
@@ -157,6 +161,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "model.norm": NORM_KINDS,
     "model.init": INIT_KINDS,
     "model.backend": BACKENDS,
+    "model.style": STYLE_KINDS,
     "discriminator.init": INIT_KINDS,
     "loss.vgg_input": VGG_INPUTS,
     "precision": PRECISIONS,
@@ -259,6 +264,7 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         "keep_checkpoints",
         "model.ngf",
         "model.spade_hidden",
+        "model.style_dim",
         "discriminator.ndf",
         "discriminator.num_scales",
         "discriminator.num_layers",
@@ -286,6 +292,8 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         )
     if config.loss.lambda_feat < 0 or config.loss.lambda_vgg < 0:
         raise ValueError(f"{source}: loss.lambda_feat and loss.lambda_vgg must be >= 0")
+    if config.loss.lambda_kld < 0:
+        raise ValueError(f"{source}: loss.lambda_kld must be >= 0, got {config.loss.lambda_kld}")
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
