@@ -16,12 +16,12 @@ from pansynth.train.loop import train
 def test_style_run_trains_the_encoder_logs_kl_exports_and_resumes_exactly(tmp_path, scenes, make_config, same_state):
     def config(steps: int):
         return make_config(
-            max_steps=steps, checkpoint_every=2, model__style="instance", model__style_dim=3, loss__lambda_kld=0.05
+            max_steps=steps, checkpoint_every=1, model__style="instance", model__style_dim=3, loss__lambda_kld=0.05
         )
 
-    train(config(4), tmp_path / "straight", dataset=scenes)
+    train(config(2), tmp_path / "straight", dataset=scenes)
+    train(config(1), tmp_path / "resumed", dataset=scenes)
     train(config(2), tmp_path / "resumed", dataset=scenes)
-    train(config(4), tmp_path / "resumed", dataset=scenes)
     straight, path = load_latest_checkpoint(tmp_path / "straight" / "checkpoints")
     resumed, _ = load_latest_checkpoint(tmp_path / "resumed" / "checkpoints")
     same_state(straight, resumed)
@@ -43,8 +43,8 @@ def test_style_run_trains_the_encoder_logs_kl_exports_and_resumes_exactly(tmp_pa
 
     # The KL term is in the total, in metrics.jsonl and in TensorBoard.
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == [1, 2]
     assert all(r["G_kld"] > 0 for r in records)
-    events = EventAccumulator(str(tmp_path / "straight" / "tensorboard"))
+    events = EventAccumulator(str(tmp_path / "straight" / "tb"))
     events.Reload()
-    assert len(events.Scalars("loss/G_kld")) == 4
+    assert len(events.Scalars("loss/G_kld")) == 2

@@ -267,6 +267,8 @@ class Generator(nn.Module):
             else:
                 self.first_layer_style = nn.Conv2d(style_dim, 16 * nf, 3, padding=1, bias=False)
         init_weights(self, init)
+        if self.style_encoder is not None:
+            self.style_encoder.reset_parameters()
         self._register_load_state_dict_pre_hook(_rename_old_keys, with_module=True)
 
     # ------------------------------------------------------------------ properties

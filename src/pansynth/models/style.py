@@ -238,6 +238,22 @@ class StyleEncoder(nn.Module):
             make_conv3x3(widths[i + 1] + widths[i], widths[i], conv, backend) for i in range(num_down)
         )
         self.head = make_conv3x3(widths[0], 2 * style_dim, conv, backend)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation for the leaky ReLUs (no normalisation keeps the scale); a quieter head.
+
+        SPADE's small-gain initialisation would make eight unnormalised layers' output, and so the
+        codes' gradients, vanish at the start.
+        """
+        for module in self.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, Tensor) and weight.dim() == 4:
+                nn.init.kaiming_normal_(weight, a=_LRELU_SLOPE, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
 
     def feature_map(self, image: Tensor, panoptic: Tensor, plans: PlanCache | None = None) -> Tensor:
         """The map averaged per segment: Tensor[N, 2 * style_dim, H, W] (mu channels first)."""
