@@ -65,7 +65,9 @@ def _reconstruction(image: Tensor, real: Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluate_run(run: Path, data: Path, samples: int = 10) -> dict[str, Any]:
+def evaluate_run(
+    run: Path, data: Path, samples: int = 10, limit: int | None = None, max_restyles: int = 4
+) -> dict[str, Any]:
     generator = load_generator(run)
     dataset = build_dataset("folder", data, split="val")
     things = set(int(c) for c in dataset.thing_classes)
@@ -75,7 +77,7 @@ def evaluate_run(run: Path, data: Path, samples: int = 10) -> dict[str, Any]:
     def add(name: str, value: float) -> None:
         results.setdefault(name, []).append(value)
 
-    for index in range(len(dataset)):
+    for index in range(min(len(dataset), limit or len(dataset))):
         sample = dataset[index]
         real, semantic, panoptic = sample["image"], sample["semantic"], sample["panoptic"]
         ids, classes = _classes(semantic, panoptic)
@@ -99,9 +101,7 @@ def evaluate_run(run: Path, data: Path, samples: int = 10) -> dict[str, Any]:
         base = images[0]
         touching = _touching(panoptic)
         class_of = dict(zip(ids, classes))
-        for identifier in ids:
-            if not is_thing[identifier]:
-                continue
+        for identifier in [i for i in ids if is_thing[i]][:max_restyles]:
             neighbours = [b for a, b in touching if a == identifier]
             same_class = [b for b in neighbours if class_of[b] == class_of[identifier]]
             restyled = synthesize(generator, semantic, panoptic, seed=0, restyle={identifier: 10_000 + identifier})
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, required=True, help="JSON file of the results")
+    parser.add_argument("--limit", type=int, help="evaluate the first N held-out scenes only")
+    parser.add_argument("--max-restyles", type=int, default=4, help="thing instances restyled per scene (default 4)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if args.out.exists():
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"data.root={args.data}", f"max_steps={args.steps}", f"seed={seed}", "device=cpu"]
             overrides += ["sample_every=100000", f"checkpoint_every={args.steps}", *VARIANTS[variant]]
             train(load_config("demo", overrides), run)
-            results[key] = evaluate_run(run, args.data)
+            results[key] = evaluate_run(run, args.data, limit=args.limit, max_restyles=args.max_restyles)
             args.out.write_text(json.dumps(results, indent=1) + "\n")
             print(key, json.dumps({k: v for k, v in results[key].items() if k != "count"}), flush=True)
     return 0

@@ -107,22 +107,24 @@ def code_map(codes: Tensor, index: Tensor) -> Tensor:
     return codes[index].permute(0, 3, 1, 2)
 
 
-def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over the code channels and averaged over segments.
+def kl_divergence(mu: Tensor, logvar: Tensor, num_images: int = 1) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) of all the codes of a batch, per image.
 
-    ``-0.5 * sum_d (1 + logvar_d - mu_d^2 - exp(logvar_d))`` per segment (Kingma & Welling, 2014,
-    appendix B), as SPADE's encoder loss with segments in place of images.
+    ``-0.5 * sum_s sum_d (1 + logvar - mu^2 - exp(logvar)) / num_images`` (Kingma & Welling, 2014,
+    appendix B): SPADE's encoder loss (summed over the code channels, per image) with a code per
+    segment, so every segment's code is pulled to N(0, I) with the same weight however many
+    segments its image has.
 
     Args:
-        mu, logvar (Tensor[S, D]).
+        mu, logvar (Tensor[S, D]): the codes of the batch's segments.
+        num_images: the batch size N.
 
     Returns:
         a 0-d tensor (float32 at least).
     """
     dtype = torch.promote_types(mu.dtype, torch.float32)
     mu, logvar = mu.to(dtype), logvar.to(dtype)
-    per_segment = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
-    return per_segment.mean()
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / num_images
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -195,8 +197,11 @@ class StyleEncoder(nn.Module):
     convolution is eq. 2's partial convolution; a stride-2 stage is the convolution at the finer
     scale read at ``[::2, ::2]`` (the maps the generator uses at the coarser scale). With
     ``upsample="panoptic"`` the upsampling is Algorithm 1 (a pixel whose segment is new at the
-    finer scale gets zero there; its skip still carries its own features). There is no
-    normalisation, so nothing mixes segments: a segment's code depends on its own pixels only.
+    finer scale gets zero there; its skip still carries its own features). The only normalisation
+    is per pixel (each pixel's feature vector scaled to unit RMS, ProGAN's pixel norm): no statistics
+    are shared between pixels, so nothing mixes segments and a segment's code depends on its own
+    pixels only. It is needed: eq. 2 rescales a window by k²/sum(M), up to 9x per layer on a
+    one-pixel segment, which would compound over unnormalised layers.
 
     Args:
         style_dim: code channels D.
@@ -241,11 +246,7 @@ class StyleEncoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He initialisation for the leaky ReLUs (no normalisation keeps the scale); a quieter head.
-
-        SPADE's small-gain initialisation would make eight unnormalised layers' output, and so the
-        codes' gradients, vanish at the start.
-        """
+        """He initialisation for the leaky ReLUs; a quieter head (codes near N(0, small) at the start)."""
         for module in self.modules():
             weight = getattr(module, "weight", None)
             if isinstance(weight, Tensor) and weight.dim() == 4:
@@ -264,10 +265,10 @@ class StyleEncoder(nn.Module):
                 f"the style encoder needs images whose height and width are multiples of {factor}, got {height}x{width}"
             )
         maps = [downsample_map(panoptic, (height // 2**level, width // 2**level)) for level in range(self.num_down + 1)]
-        x = F.leaky_relu(apply_conv(self.stem, image, maps[0], plans), _LRELU_SLOPE)
+        x = _activate(apply_conv(self.stem, image, maps[0], plans))
         skips = [x]
         for level, conv in enumerate(self.down):
-            x = F.leaky_relu(apply_conv(conv, x, maps[level], plans), _LRELU_SLOPE)
+            x = _activate(apply_conv(conv, x, maps[level], plans))
             x = x[..., ::2, ::2]  # the stride-2 convolution, panoptic-aware at the finer scale
             skips.append(x)
         for level in reversed(range(self.num_down)):
@@ -276,7 +277,7 @@ class StyleEncoder(nn.Module):
             else:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = torch.cat([x.to(skips[level].dtype), skips[level]], dim=1)
-            x = F.leaky_relu(apply_conv(self.up[level], x, maps[level], plans), _LRELU_SLOPE)
+            x = _activate(apply_conv(self.up[level], x, maps[level], plans))
         return apply_conv(self.head, x, maps[0], plans)
 
     def forward(
@@ -297,6 +298,12 @@ class StyleEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"style_dim={self.style_dim}, num_down={self.num_down}, upsample={self.upsample!r}"
+
+
+def _activate(x: Tensor) -> Tensor:
+    """Leaky ReLU, then pixel norm: every pixel's feature vector to unit root mean square."""
+    x = F.leaky_relu(x, _LRELU_SLOPE)
+    return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
 # --------------------------------------------------------------------------- hole filling of the code channels

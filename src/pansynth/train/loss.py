@@ -73,7 +73,7 @@ class GANObjective:
         if self.vgg is not None:
             losses["G_vgg"] = self.config.lambda_vgg * self.vgg(fake.float(), real.float())
         if style_stats is not None:
-            losses["G_kld"] = self.config.lambda_kld * kl_divergence(*style_stats)
+            losses["G_kld"] = self.config.lambda_kld * kl_divergence(*style_stats, num_images=fake.shape[0])
         losses["G_total"] = sum(losses.values())
         return losses
 
