@@ -43,6 +43,7 @@ from pansynth.data.synthetic import scene
 from pansynth.inference import synthesize
 from pansynth.models import Generator, HoleFillingUpsample, MultiscaleDiscriminator
 from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
+from pansynth.models.style import code_map, kl_divergence, reparameterize
 from pansynth.ops import PanopticConv2d, conv_plan, panoptic_conv2d, upsample_sources
 from pansynth.ops._torch_engine import window_masks
 from pansynth.ops.backend import BACKEND_ENV, select_backend, triton_available
@@ -360,6 +361,52 @@ def bench_generator(
     ]
 
 
+def bench_style_step(height: int, width: int, ngf: int, device: torch.device, repeats: int) -> BenchRow:
+    """One G+D training step of the paper's generator with per-segment styles (E, codes, KL) vs without."""
+    panoptic = scene_panoptic(height, width, batch=1).to(device)
+    semantic = (panoptic.abs() % NUM_CLASSES).long()
+    real = torch.rand(1, 3, height, width, device=device) * 2 - 1
+    steps = []
+    for style in ("none", "instance"):
+        torch.manual_seed(0)
+        generator = Generator(NUM_CLASSES, size=(height, width), ngf=ngf, style=style).to(device)
+        discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=ngf).to(device)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.0, 0.999))
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=4e-4, betas=(0.0, 0.999))
+
+        def step(generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d):
+            generator.train()
+            kld = 0.0
+            style_map = None
+            if generator.style_encoder is not None:
+                mu, logvar, index, _ = generator.encode(real, panoptic)
+                style_map = code_map(reparameterize(mu, logvar), index)
+                kld = 0.05 * kl_divergence(mu, logvar)
+            fake = generator(semantic, panoptic, style_map)
+            fake_out = discriminator(fake, semantic, panoptic)
+            with torch.no_grad():
+                real_out = discriminator(real, semantic, panoptic)
+            loss_g = hinge_loss_g(fake_out) + 10 * feature_matching_loss(real_out, fake_out) + kld
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            loss_d = hinge_loss_d(
+                discriminator(real, semantic, panoptic), discriminator(fake.detach(), semantic, panoptic)
+            )
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+        steps.append(step)
+    shape = f"demo: {height}x{width}, ngf {ngf}"
+    return BenchRow(
+        "training step G+D (style vs none)",
+        shape,
+        *time_pair_ms(*steps, device, max(3, repeats // 2), warmup=1),
+        "baseline = the paper's generator without styles",
+    )
+
+
 # --- CUDA rows: batch 8 at the generator's stage shapes -------------------------------------------
 
 
@@ -655,6 +702,7 @@ def run_benchmarks(
             if not quick:
                 table += bench_generator("cityscapes", 256, 512, 64, device, 3)
             table += bench_generator("demo", 64, 64, 16, device, repeats)
+            table.append(bench_style_step(64, 64, 16, device, repeats))
     if "serve" in rows:
         table.append(bench_serve_synthesis(device, repeats))
     if "export" in rows:

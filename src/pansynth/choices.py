@@ -16,6 +16,7 @@ __all__ = [
     "INIT_KINDS",
     "NORM_KINDS",
     "PRECISIONS",
+    "STYLE_KINDS",
     "UPSAMPLE_KINDS",
     "UPSAMPLING_LAYERS",
     "VGG_INPUTS",
@@ -25,6 +26,7 @@ __all__ = [
     "InitKind",
     "NormKind",
     "Precision",
+    "StyleKind",
     "UpsampleKind",
     "UpsamplingLayers",
     "VggInput",
@@ -50,6 +52,9 @@ Precision = Literal["fp32", "bf16", "fp16"]
 # Device names accepted everywhere (``cuda:N`` is accepted too, see pansynth.devices).
 DeviceName = Literal["auto", "cpu", "cuda"]
 
+# Per-segment styles of the generator: none (the paper's model) or instance (an encoder + a code per segment).
+StyleKind = Literal["none", "instance"]
+
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 CONV_KINDS: tuple[str, ...] = get_args(ConvKind)
 UPSAMPLE_KINDS: tuple[str, ...] = get_args(UpsampleKind)
@@ -59,6 +64,7 @@ INIT_KINDS: tuple[str, ...] = get_args(InitKind)
 VGG_INPUTS: tuple[str, ...] = get_args(VggInput)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICE_NAMES: tuple[str, ...] = get_args(DeviceName)
+STYLE_KINDS: tuple[str, ...] = get_args(StyleKind)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

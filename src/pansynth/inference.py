@@ -11,6 +11,14 @@ Example:
     >>> semantic = torch.zeros(1, 64, 64, dtype=torch.long)      # class indices
     >>> panoptic = torch.zeros(1, 64, 64, dtype=torch.long)      # segment ids
     >>> images = synthesize(generator, semantic, panoptic)       # doctest: +SKIP
+
+With a style generator (``model.style=instance``) every panoptic segment has a code: drawn from
+(seed, segment id) by default, read from a real image with :func:`encode_style`, or taken by class
+from a reference image with :func:`style_by_class`::
+
+    >>> codes = encode_style(generator, image, semantic, panoptic)              # doctest: +SKIP
+    >>> synthesize(generator, semantic, panoptic, codes=codes)                  # doctest: +SKIP
+    >>> synthesize(generator, semantic, panoptic, seed=3, restyle={1001: 7})   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,11 +39,23 @@ from pansynth.data.transforms import resize_image, resize_map
 from pansynth.devices import resolve_device
 from pansynth.models import Generator
 from pansynth.models.generator import CONFIG_NAME, WEIGHTS_NAME
+from pansynth.models.style import codes_for_ids
 from pansynth.ops.maps import UNKNOWN, unknown_value
 from pansynth.run_files import CHECKPOINT_DIR, EXPORT_DIR, list_checkpoints
 from pansynth.viz import image_to_uint8, save_png
 
-__all__ = ["MapFolder", "check_semantic", "load_generator", "read_map_pair", "synthesize", "synthesize_dataset"]
+__all__ = [
+    "MapFolder",
+    "check_semantic",
+    "encode_style",
+    "load_generator",
+    "read_map_pair",
+    "sample_style",
+    "segment_classes",
+    "style_by_class",
+    "synthesize",
+    "synthesize_dataset",
+]
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
@@ -118,8 +138,36 @@ def read_unknown(
     return semantic.long().masked_fill(unknown, UNKNOWN), panoptic.long().masked_fill(unknown, UNKNOWN)
 
 
+def _batched_maps(semantic: Tensor, panoptic: Tensor) -> tuple[Tensor, Tensor, bool]:
+    if semantic.shape != panoptic.shape or semantic.dim() not in (2, 3):
+        raise ValueError(
+            f"semantic and panoptic must both be (N, H, W) or (H, W) maps of one shape, got "
+            f"{tuple(semantic.shape)} and {tuple(panoptic.shape)}"
+        )
+    if semantic.is_floating_point() or panoptic.is_floating_point():
+        raise ValueError("semantic and panoptic maps must be integer tensors")
+    unbatched = semantic.dim() == 2
+    if unbatched:
+        semantic, panoptic = semantic.unsqueeze(0), panoptic.unsqueeze(0)
+    return semantic.long(), panoptic.long(), unbatched
+
+
+def _check_style(generator: Generator, what: str) -> None:
+    if getattr(generator, "style_encoder", None) is None:
+        raise ValueError(f"{what} needs a generator with styles (trained with model.style=instance); this one has none")
+
+
 @torch.no_grad()
-def synthesize(generator: Generator, semantic: Tensor, panoptic: Tensor) -> Tensor:
+def synthesize(
+    generator: Generator,
+    semantic: Tensor,
+    panoptic: Tensor,
+    *,
+    codes: dict[int, Tensor] | None = None,
+    class_codes: dict[int, Tensor] | None = None,
+    seed: int | None = None,
+    restyle: dict[int, int] | None = None,
+) -> Tensor:
     """Generate images for semantic + panoptic maps of any resolution.
 
     The maps are resized to the generator's size by nearest neighbour, the image is generated
@@ -130,31 +178,129 @@ def synthesize(generator: Generator, semantic: Tensor, panoptic: Tensor) -> Tens
         semantic (Tensor[N, H, W] or Tensor[H, W]): class indices; -1 or the model's unknown file value
             (:func:`~pansynth.ops.maps.unknown_value`) where unknown.
         panoptic (Tensor[N, H, W] or Tensor[H, W]): segment ids (any value at unknown pixels).
+        codes: style generators only: ``{segment id: Tensor[style_dim]}`` (e.g. from :func:`encode_style`).
+        class_codes: style generators only: ``{class: Tensor[style_dim]}`` for the segments without a
+            code of their own (e.g. from :func:`style_by_class`).
+        seed: style generators only: the other segments' codes are drawn from (seed, id) (default 0).
+        restyle: style generators only: ``{segment id: seed}``, those segments drawn with their own seed.
 
     Returns:
         Tensor[N, 3, H, W] (or Tensor[3, H, W] for unbatched maps) float32 in [-1, 1], on the CPU.
     """
-    if semantic.shape != panoptic.shape or semantic.dim() not in (2, 3):
-        raise ValueError(
-            f"semantic and panoptic must both be (N, H, W) or (H, W) maps of one shape, got "
-            f"{tuple(semantic.shape)} and {tuple(panoptic.shape)}"
-        )
-    unbatched = semantic.dim() == 2
-    if unbatched:
-        semantic, panoptic = semantic.unsqueeze(0), panoptic.unsqueeze(0)
-    if semantic.is_floating_point() or panoptic.is_floating_point():
-        raise ValueError("semantic and panoptic maps must be integer tensors")
+    semantic, panoptic, unbatched = _batched_maps(semantic, panoptic)
     check_semantic(semantic, generator.num_classes, generator.ignore_index)
     semantic, panoptic = read_unknown(semantic, panoptic, generator.num_classes, generator.ignore_index)
+    styled = codes is not None or class_codes is not None or seed is not None or restyle is not None
+    if styled:
+        _check_style(generator, "codes, class_codes, seed or restyle")
     generator.eval()
     device = next(generator.parameters()).device
     size = tuple(semantic.shape[-2:])
     model_size = generator.output_size
-    semantic_in = resize_map(semantic.long(), model_size).to(device)
-    panoptic_in = resize_map(panoptic.long(), model_size).to(device)
-    images = generator(semantic_in, panoptic_in).float().cpu()
+    semantic_in = resize_map(semantic, model_size).to(device)
+    panoptic_in = resize_map(panoptic, model_size).to(device)
+    style = None
+    if getattr(generator, "style_encoder", None) is not None:
+        merged = {}
+        if class_codes:
+            ids, classes = segment_classes(semantic_in, panoptic_in)
+            merged = {i: class_codes[c] for i, c in zip(ids.tolist(), classes.tolist()) if c in class_codes}
+        merged.update(codes or {})
+        style = generator.style_map(panoptic_in, seed=seed or 0, codes=merged, restyle=restyle)
+    images = generator(semantic_in, panoptic_in, style).float().cpu()
     images = resize_image(images, size)
     return images[0] if unbatched else images
+
+
+def segment_classes(semantic: Tensor, panoptic: Tensor) -> tuple[Tensor, Tensor]:
+    """The segment ids of a map and the class of each (that of its first pixel in raster order).
+
+    Args:
+        semantic, panoptic (Tensor[N, H, W] or Tensor[H, W]): integer maps.
+
+    Returns:
+        ``(ids, classes)``: Tensor[S] each, ids sorted.
+    """
+    ids, inverse = torch.unique(panoptic.long(), return_inverse=True)
+    positions = torch.arange(inverse.numel(), device=inverse.device)
+    first = torch.full((len(ids),), inverse.numel(), dtype=torch.long, device=inverse.device)
+    first = first.scatter_reduce(0, inverse.reshape(-1), positions, reduce="amin")
+    return ids, semantic.reshape(-1).long()[first]
+
+
+def _reference(
+    generator: Generator, image: Tensor, semantic: Tensor, panoptic: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A reference image and its maps, checked and resized to the generator's size, on its device."""
+    semantic, panoptic, _ = _batched_maps(semantic, panoptic)
+    if semantic.shape[0] != 1:
+        raise ValueError(f"a style reference is one image with its maps, got a batch of {semantic.shape[0]} maps")
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        raise ValueError(f"the reference image must be a (3, H, W) float tensor in [-1, 1], got {tuple(image.shape)}")
+    if tuple(image.shape[-2:]) != tuple(semantic.shape[-2:]):
+        raise ValueError(
+            f"the reference image is {image.shape[-2]}x{image.shape[-1]} but its maps are "
+            f"{semantic.shape[-2]}x{semantic.shape[-1]}: they must have the same size"
+        )
+    check_semantic(semantic, generator.num_classes, generator.ignore_index, name="the reference's semantic map")
+    device = next(generator.parameters()).device
+    size = generator.output_size
+    image = resize_image(image.float(), size).unsqueeze(0).to(device)
+    return image, resize_map(semantic, size).to(device), resize_map(panoptic, size).to(device), panoptic
+
+
+@torch.no_grad()
+def encode_style(generator: Generator, image: Tensor, semantic: Tensor, panoptic: Tensor) -> dict[int, Tensor]:
+    """The style code of every segment of a real image: ``{segment id: Tensor[style_dim]}`` (the encoder's means).
+
+    Args:
+        image (Tensor[3, H, W]) in [-1, 1]; semantic, panoptic (Tensor[H, W]) its maps, the same size.
+    """
+    _check_style(generator, "encode_style")
+    generator.eval()
+    image, _, panoptic_in, _ = _reference(generator, image, semantic, panoptic)
+    mu, _, _, keys = generator.encode(image, panoptic_in)
+    return {int(identifier): code.float().cpu() for identifier, code in zip(keys[:, 1].tolist(), mu)}
+
+
+@torch.no_grad()
+def style_by_class(generator: Generator, image: Tensor, semantic: Tensor, panoptic: Tensor) -> dict[int, Tensor]:
+    """Each class's mean code over the reference image's segments of that class: ``{class: Tensor[style_dim]}``.
+
+    Pass it as ``class_codes`` to :func:`synthesize` for style transfer by class: every segment takes its
+    class's code, and the classes the reference lacks are drawn from (seed, id).
+    """
+    _check_style(generator, "style_by_class")
+    generator.eval()
+    image, semantic_in, panoptic_in, _ = _reference(generator, image, semantic, panoptic)
+    mu, _, _, keys = generator.encode(image, panoptic_in)
+    ids, classes = segment_classes(semantic_in, panoptic_in)  # ids sorted, as keys[:, 1]
+    assert torch.equal(ids.cpu(), keys[:, 1].cpu())
+    unique_classes, which = torch.unique(classes, return_inverse=True)
+    sums = mu.float().new_zeros(len(unique_classes), mu.shape[1]).index_add_(0, which, mu.float())
+    counts = torch.bincount(which, minlength=len(unique_classes)).unsqueeze(1).to(sums.dtype)
+    return {int(c): code.cpu() for c, code in zip(unique_classes.tolist(), sums / counts)}
+
+
+def sample_style(
+    generator: Generator,
+    panoptic: Tensor,
+    seed: int | torch.Generator = 0,
+    restyle: dict[int, int] | None = None,
+) -> dict[int, Tensor]:
+    """Codes drawn for the segments of a map: ``{segment id: Tensor[style_dim]}``.
+
+    Each code is a function of (seed, id) alone (:func:`pansynth.models.style.sample_codes`). With a
+    ``torch.Generator`` the seed is drawn from it; ``restyle`` gives some ids their own seeds.
+    """
+    _check_style(generator, "sample_style")
+    if isinstance(seed, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (), generator=seed))
+    ids = torch.unique(panoptic.long()).cpu()
+    table = codes_for_ids(ids, generator.style_dim, seed, None, restyle)
+    return dict(zip(ids.tolist(), table))
 
 
 class MapFolder(Dataset):
@@ -248,6 +394,11 @@ def synthesize_dataset(
     device: str | torch.device = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    *,
+    samples: int = 1,
+    seed: int | None = None,
+    restyle: dict[int, int | None] | None = None,
+    class_codes: dict[int, Tensor] | None = None,
 ) -> list[Path]:
     """Write ``out_dir/<name>.png`` for every sample of ``dataset``, at the map's resolution.
 
@@ -262,12 +413,21 @@ def synthesize_dataset(
         out_dir: output folder (created).
         batch_size: maps per forward pass (maps of different sizes go in different batches).
         overwrite: replace existing output files; otherwise an existing file is an error.
+        samples: style generators: images per map, ``<name>_<k>.png`` for k = 0..samples-1 (with
+            ``samples=1``: ``<name>.png``); image k draws its codes with seed ``seed + k``.
+        seed, restyle, class_codes: style generators: see :func:`synthesize`. Every id of ``restyle``
+            must be in every map; an id whose seed is None is drawn with the image's seed + 1.
 
     Returns:
         the written paths, in dataset order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if samples > 1 or seed is not None or restyle or class_codes is not None:
+        _check_style(generator, "--samples, --seed, --restyle or a style reference")
+    names = [""] if samples == 1 else [f"_{k}" for k in range(samples)]
     device = resolve_device(device)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -279,13 +439,22 @@ def synthesize_dataset(
         if name in seen:
             raise ValueError(f"two inputs are named {name!r}; output file names must be unique")
         seen.add(name)
-        if not overwrite and (out_dir / f"{name}.png").exists():
-            raise FileExistsError(
-                f"{out_dir / (name + '.png')} already exists; use another output folder or --overwrite"
-            )
+        for suffix in names:
+            if not overwrite and (out_dir / f"{name}{suffix}.png").exists():
+                raise FileExistsError(
+                    f"{out_dir / (name + suffix + '.png')} already exists; use another output folder or --overwrite"
+                )
         check_semantic(
             sample["semantic"], generator.num_classes, generator.ignore_index, name=_source(dataset, index, sample)
         )
+        if restyle:
+            present = set(torch.unique(torch.as_tensor(sample["panoptic"])).tolist())
+            missing = sorted(set(restyle) - present)
+            if missing:
+                raise ValueError(
+                    f"--restyle {missing[0]}: no segment with this id in {_source(dataset, index, sample)} "
+                    f"(its ids: {sorted(present)[:10]}{' ...' if len(present) > 10 else ''})"
+                )
     generator = generator.to(device).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -293,8 +462,14 @@ def synthesize_dataset(
         for batch in _batches(dataset, batch_size):
             semantic = torch.stack([s["semantic"] for s in batch])
             panoptic = torch.stack([s["panoptic"] for s in batch])
-            images = synthesize(generator, semantic, panoptic)
-            for image, sample in zip(images, batch):
-                written.append(save_png(image_to_uint8(image), out_dir / f"{sample['name']}.png"))
+            for k, suffix in enumerate(names):
+                style = {}
+                if getattr(generator, "style_encoder", None) is not None:
+                    image_seed = (seed or 0) + k
+                    own = {i: image_seed + 1 if s is None else s for i, s in (restyle or {}).items()}
+                    style = {"seed": image_seed, "restyle": own, "class_codes": class_codes}
+                images = synthesize(generator, semantic, panoptic, **style)
+                for image, sample in zip(images, batch):
+                    written.append(save_png(image_to_uint8(image), out_dir / f"{sample['name']}{suffix}.png"))
             bar.update(len(batch))
     return written

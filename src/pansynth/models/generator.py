@@ -29,11 +29,13 @@ from pansynth import __version__
 from pansynth.choices import (
     CONV_KINDS,
     NORM_KINDS,
+    STYLE_KINDS,
     UPSAMPLE_KINDS,
     UPSAMPLING_LAYERS,
     ConvKind,
     InitKind,
     NormKind,
+    StyleKind,
     UpsampleKind,
     UpsamplingLayers,
     check_choice,
@@ -42,7 +44,8 @@ from pansynth.files import atomic_write
 from pansynth.models.hole_fill import HoleFillingUpsample
 from pansynth.models.init import init_weights
 from pansynth.models.spade import PlanCache, SPADEResBlock, apply_conv, make_conv3x3, resize_label
-from pansynth.ops import Backend
+from pansynth.models.style import StyleEncoder, code_map, codes_for_ids, style_hole_features
+from pansynth.ops import Backend, PanopticConv2d
 from pansynth.ops.backend import BACKENDS, select_backend
 from pansynth.ops.maps import (
     boundary_map,
@@ -52,6 +55,7 @@ from pansynth.ops.maps import (
     mark_unknown,
     semantic_one_hot,
 )
+from pansynth.ops.panoptic_upsample import CANDIDATES, upsample_choices
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "Generator", "build_label_map", "label_map_channels"]
 
@@ -129,10 +133,17 @@ class Generator(nn.Module):
             ``"triton"`` (the fused CUDA kernels) or ``"torch"`` (the PyTorch engine). The same numbers
             either way; with the PyTorch engine each forward pass finds every scale's segment
             boundaries once and shares them between the layers of that scale.
+        style: ``"none"`` (the paper's model: one image per map) or ``"instance"``: a style code
+            per panoptic segment, read by a :class:`~pansynth.models.style.StyleEncoder` (panoptic-aware
+            when the generator is) from a real image or drawn from (seed, segment id); the code map
+            is fed to the first layer and to every SPADE modulation next to the label channels.
+        style_dim: code channels per segment (with ``style="instance"``).
 
     Shapes:
-        forward(semantic (Tensor[N, H, W]) int64, panoptic (Tensor[N, H, W]) int64)
+        forward(semantic (Tensor[N, H, W]) int64, panoptic (Tensor[N, H, W]) int64,
+        style (Tensor[N, style_dim, H, W], optional: the code map, see :meth:`style_map`))
         -> Tensor[N, 3, H, W] in [-1, 1], with (H, W) = ``size``; semantic -1 marks unknown pixels.
+        A style generator given no code map draws every segment's code with seed 0.
 
     Example:
         >>> g = Generator(num_classes=4, size=(64, 64), ngf=4)
@@ -156,9 +167,13 @@ class Generator(nn.Module):
         spade_hidden: int = 128,
         init: InitKind = "spade",
         backend: Backend = "auto",
+        style: StyleKind = "none",
+        style_dim: int = 8,
     ) -> None:
         super().__init__()
         _check_int("num_classes", num_classes, 1)
+        check_choice("style", style, STYLE_KINDS)
+        _check_int("style_dim", style_dim, 1)
         check_choice("backend", backend, BACKENDS)
         _check_int("spade_hidden", spade_hidden, 1)
         _check_int("ngf", ngf, 1)
@@ -202,6 +217,8 @@ class Generator(nn.Module):
             init=init,
             backend=backend,
         )
+        if style != "none":  # a style-less generator keeps the configuration of earlier versions
+            self._config.update(style=style, style_dim=style_dim)
         # Facts about the saved weights (training step, class names...): see save_pretrained.
         self.metadata: dict[str, Any] = {}
         self.num_classes = num_classes
@@ -212,11 +229,15 @@ class Generator(nn.Module):
         self.start_size = (height // factor, width // factor)
         label_nc = label_map_channels(num_classes, ignore_index, self.boundary)
         self.label_channels = label_nc
+        self.style = style
+        self.style_dim = style_dim if style != "none" else 0
         nf = ngf
+        # The SPADE modulations read the label map and, with styles, the code map after it.
+        modulation_nc = label_nc + self.style_dim
 
         def block(cin: int, cout: int) -> SPADEResBlock:
             return SPADEResBlock(
-                cin, cout, label_nc, conv=conv, spectral=spectral, norm=norm, hidden=spade_hidden, backend=backend
+                cin, cout, modulation_nc, conv=conv, spectral=spectral, norm=norm, hidden=spade_hidden, backend=backend
             )
 
         # The first layer: label map at the start size -> 16 nf, shared by the hole-filling stages.
@@ -248,7 +269,19 @@ class Generator(nn.Module):
                 HoleFillingUpsample(self.first_layer, c, num_classes, ignore_index, self.boundary, backend)
                 for c in stage_channels
             )
+        self.style_encoder: StyleEncoder | None = None
+        self.first_layer_style: nn.Module | None = None
+        if style == "instance":
+            # E, and the first layer's code columns: first_layer(label ⊕ codes) = first_layer(label) +
+            # first_layer_style(codes), the bias counted once (the hole filling reads the two parts).
+            self.style_encoder = StyleEncoder(style_dim, conv=conv, upsample=upsample, backend=backend)
+            if conv == "panoptic":
+                self.first_layer_style = PanopticConv2d(style_dim, 16 * nf, 3, bias=False, backend=backend)
+            else:
+                self.first_layer_style = nn.Conv2d(style_dim, 16 * nf, 3, padding=1, bias=False)
         init_weights(self, init)
+        if self.style_encoder is not None:
+            self.style_encoder.reset_parameters()
         self._register_load_state_dict_pre_hook(_rename_old_keys, with_module=True)
 
     # ------------------------------------------------------------------ properties
@@ -291,13 +324,84 @@ class Generator(nn.Module):
             )
         check_semantic_values(semantic, self.num_classes, self.ignore_index)
 
-    def _upsample(self, index: int, x: Tensor, semantic: Tensor, panoptic: Tensor) -> Tensor:
+    def _upsample(self, index: int, x: Tensor, semantic: Tensor, panoptic: Tensor, codes: Tensor | None) -> Tensor:
         if self.upsample_layers is None:
             return F.interpolate(x, scale_factor=2, mode="nearest")
         low = tuple(x.shape[-2:])
         high = (2 * low[0], 2 * low[1])
         panoptic_low, panoptic_high = downsample_map(panoptic, low), downsample_map(panoptic, high)
-        return self.upsample_layers[index](x, downsample_map(semantic, high), panoptic_low, panoptic_high)
+        layer = self.upsample_layers[index]
+        out = layer(x, downsample_map(semantic, high), panoptic_low, panoptic_high)
+        if codes is None:
+            return out
+        # Eq. 3 fills the holes with the first layer's output, whose input holds the code map too.
+        holes = (upsample_choices(panoptic_low, panoptic_high) >= len(CANDIDATES)).nonzero()
+        if len(holes) == 0:
+            return out
+        fill = style_hole_features(
+            downsample_map(codes, high),
+            panoptic_high,
+            holes,
+            self.first_layer_style.weight,
+            partial=isinstance(self.first_layer_style, PanopticConv2d),
+        )
+        if layer.proj is not None:
+            fill = fill @ layer.proj.weight.view(layer.proj.weight.shape[0], -1).t()
+        batch, rows, cols = (column[:, None] for column in holes.unbind(1))
+        channels = torch.arange(out.shape[1], device=out.device)[None, :]
+        return out.index_put((batch, channels, rows, cols), fill.to(out.dtype), accumulate=True)
+
+    # ------------------------------------------------------------------ styles
+    def _require_style(self) -> None:
+        if self.style_encoder is None:
+            raise ValueError("this generator has no styles (style='none'): it takes no style codes or reference")
+
+    def encode(self, image: Tensor, panoptic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-segment style statistics of real images: ``(mu, logvar, index, keys)``.
+
+        Args:
+            image (Tensor[N, 3, H, W]) in [-1, 1]; panoptic (Tensor[N, H, W]) int ids, at this generator's size.
+
+        Returns:
+            mu, logvar (Tensor[S, style_dim]) per segment; index (Tensor[N, H, W]) the segments'
+            compact numbers and keys (Tensor[S, 2]) their (image, id)
+            (see :func:`~pansynth.models.style.segment_index`).
+        """
+        self._require_style()
+        panoptic = panoptic.long()
+        plans = self._plans(panoptic, image)
+        return self.style_encoder(image.to(self.conv_img.weight.dtype), panoptic, plans)
+
+    def style_map(
+        self,
+        panoptic: Tensor,
+        seed: int = 0,
+        codes: dict[int, Tensor] | None = None,
+        restyle: dict[int, int] | None = None,
+    ) -> Tensor:
+        """The code map of a panoptic map: Tensor[N, style_dim, H, W].
+
+        A segment takes ``codes[id]`` when given, else the code drawn from (``seed``, id)
+        (:func:`~pansynth.models.style.sample_codes`); ids in ``restyle`` are drawn with their own seed.
+        """
+        self._require_style()
+        check_map(panoptic, "panoptic")
+        ids, inverse = torch.unique(panoptic.long(), return_inverse=True)
+        table = codes_for_ids(ids, self.style_dim, seed, codes, restyle)
+        return code_map(table.to(device=panoptic.device, dtype=self.conv_img.weight.dtype), inverse)
+
+    def _style_input(self, style: Tensor | None, panoptic: Tensor) -> Tensor | None:
+        if self.style_encoder is None:
+            if style is not None:
+                raise ValueError("this generator has no styles (style='none') but was given a code map")
+            return None
+        if style is None:
+            return self.style_map(panoptic)
+        expected = (panoptic.shape[0], self.style_dim, *panoptic.shape[-2:])
+        if not isinstance(style, Tensor) or tuple(style.shape) != expected or not style.is_floating_point():
+            got = tuple(style.shape) if isinstance(style, Tensor) else type(style).__name__
+            raise ValueError(f"the code map must be a floating-point tensor of shape {expected}, got {got}")
+        return style
 
     def _plans(self, panoptic: Tensor, features: Tensor) -> PlanCache | None:
         """This forward pass's per-scale plans, when the PyTorch engine runs the panoptic convolutions."""
@@ -305,19 +409,24 @@ class Generator(nn.Module):
             return None  # compiled graphs run the ops as custom ops, which plan for themselves
         return PlanCache(panoptic) if select_backend(self.backend, features) == "torch" else None
 
-    def forward(self, semantic: Tensor, panoptic: Tensor) -> Tensor:
+    def forward(self, semantic: Tensor, panoptic: Tensor, style: Tensor | None = None) -> Tensor:
         if not torch.compiler.is_compiling():
             self.check_inputs(semantic, panoptic)
         semantic, panoptic = mark_unknown(semantic, panoptic, self.ignore_index)
         label = self.label_map(semantic, panoptic).to(self.conv_img.weight.dtype)
         plans = self._plans(panoptic, label)
         x = apply_conv(self.first_layer, resize_label(label, self.start_size), panoptic, plans)
+        codes = self._style_input(style, panoptic)
+        if codes is not None:
+            codes = codes.to(label.dtype)
+            x = x + apply_conv(self.first_layer_style, resize_label(codes, self.start_size), panoptic, plans)
+            label = torch.cat([label, codes], dim=1)  # what every SPADE modulation reads
         stage = 0
 
         def up(features: Tensor) -> Tensor:
             nonlocal stage
             stage += 1
-            return self._upsample(stage - 1, features, semantic, panoptic)
+            return self._upsample(stage - 1, features, semantic, panoptic, codes)
 
         x = self.head_0(x, label, panoptic, plans)
         x = up(x)

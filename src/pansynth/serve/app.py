@@ -7,8 +7,8 @@ Endpoints::
 
     GET  /                       the page
     GET  /static/<name>          its script and style sheet (a fixed list of files read at start)
-    GET  /api/info               model size, classes (palette), background class, dataset samples, limits
-    POST /api/synthesize         multipart: semantic + panoptic PNG -> the synthesized image/png
+    GET  /api/info               model size, classes (palette), background class, dataset samples, limits, style
+    POST /api/synthesize         multipart: semantic + panoptic PNG (+ optional style fields) -> image/png
     POST /api/maps               multipart: semantic + panoptic PNG -> the checked maps as JSON (uploads)
     GET  /api/samples/<index>    a dataset sample's maps as JSON (resized to the model's size)
 
@@ -36,7 +36,8 @@ from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import LimitedStream
 
-from pansynth.inference import synthesize
+from pansynth.data.transforms import resize_image
+from pansynth.inference import style_by_class, synthesize
 from pansynth.ops.maps import UNKNOWN, unknown_value
 from pansynth.serve.classes import ClassTable
 from pansynth.serve.maps import RequestError, check_classes, check_ids, decode_map_png, encode_png, resize_nearest
@@ -68,14 +69,34 @@ _SECURITY_HEADERS = {
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
-Renderer = Callable[[np.ndarray, np.ndarray], bytes]
+# The style fields of POST /api/synthesize (style generators only); a style is {"seed", "restyle", "sample"}.
+STYLE_FIELDS = ("style_seed", "style_restyle", "style_sample")
+_MAX_SEED = 2**63 - 1
+
+Renderer = Callable[..., bytes]  # (semantic, panoptic[, style=...]) -> PNG bytes
 
 
-def make_renderer(generator: nn.Module) -> Renderer:
-    """The worker's job: maps (ndarray[H, W] int64 each) -> PNG bytes of the synthesized image."""
+def make_renderer(generator: nn.Module, samples: SampleList | None = None) -> Renderer:
+    """The worker's job: maps (ndarray[H, W] int64 each) [+ a style] -> PNG bytes of the synthesized image.
 
-    def render(semantic: np.ndarray, panoptic: np.ndarray) -> bytes:
-        image = synthesize(generator, torch.from_numpy(semantic), torch.from_numpy(panoptic))
+    A style (style generators only) is ``{"seed": int, "restyle": {id: seed}, "sample": index or None}``:
+    codes drawn from (seed, segment id), restyled ids with their own seeds, and with a sample, every
+    class the sample's photograph shows takes its style (its codes are computed once per sample).
+    """
+    class_codes_of: dict[int, dict[int, torch.Tensor]] = {}
+
+    def render(semantic: np.ndarray, panoptic: np.ndarray, style: dict[str, Any] | None = None) -> bytes:
+        options: dict[str, Any] = {}
+        if style is not None:
+            options = {"seed": style["seed"], "restyle": style["restyle"]}
+            if style.get("sample") is not None:
+                index = style["sample"]
+                if index not in class_codes_of:
+                    assert samples is not None
+                    image, sample_semantic, sample_panoptic = samples.load_reference(index)
+                    class_codes_of[index] = style_by_class(generator, image, sample_semantic, sample_panoptic)
+                options["class_codes"] = class_codes_of[index]
+        image = synthesize(generator, torch.from_numpy(semantic), torch.from_numpy(panoptic), **options)
         return encode_png(image_to_uint8(image))
 
     return render
@@ -116,6 +137,21 @@ class SampleList:
         if semantic.shape != self.size:
             semantic, panoptic = resize_nearest(semantic, self.size), resize_nearest(panoptic, self.size)
         return semantic, panoptic
+
+    def load_reference(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample ``index``'s photograph (Tensor[3, H, W] in [-1, 1]) and maps, at the model's size."""
+        if not 0 <= index < len(self.names):
+            raise RequestError(f"sample {index} does not exist; there are {len(self.names)} (0..{len(self) - 1})", 404)
+        try:
+            sample = self.dataset[index]
+        except (OSError, ValueError) as error:
+            raise RequestError(f"sample {self.names[index]}: unreadable ({error})", 422) from error
+        semantic, panoptic = np.asarray(sample["semantic"], dtype=np.int64), np.asarray(sample["panoptic"], np.int64)
+        image = torch.as_tensor(sample["image"]).float()
+        if semantic.shape != self.size:
+            semantic, panoptic = resize_nearest(semantic, self.size), resize_nearest(panoptic, self.size)
+            image = resize_image(image, self.size)
+        return image, torch.from_numpy(semantic), torch.from_numpy(panoptic)
 
 
 class PainterApp:
@@ -172,8 +208,10 @@ class PainterApp:
                 Rule("/api/samples/<int:index>", endpoint="sample", methods=["GET"]),
             ]
         )
-        renderer = render or make_renderer(generator)
-        self.worker = LatestWinsWorker(lambda maps: _timed(renderer, *maps))
+        self.style_dim = int(getattr(generator, "style_dim", 0) or 0)
+        self.style_enabled = getattr(generator, "style_encoder", None) is not None
+        renderer = render or make_renderer(generator, samples)
+        self.worker = LatestWinsWorker(lambda job: _timed(renderer, *job))
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -319,12 +357,44 @@ class PainterApp:
                 "background": background,
                 "max_upload_bytes": self.max_upload_bytes,
                 "samples": list(self.samples.names) if self.samples is not None else [],
+                "style": {"enabled": self.style_enabled, "dim": self.style_dim},
             }
         )
 
+    def _read_style(self, request: Request) -> dict[str, Any] | None:
+        """The optional style fields of a synthesis request, checked: None when there are none."""
+        given = [field for field in STYLE_FIELDS if field in request.form]
+        if not given:
+            return None
+        if not self.style_enabled:
+            raise RequestError(f"{given[0]}: this model has no styles (it was trained with model.style=none)")
+        seed = _form_int(request.form.get("style_seed", "0"), "style_seed")
+        restyle: dict[int, int] = {}
+        if "style_restyle" in request.form:
+            text = request.form["style_restyle"]
+            try:
+                value = json.loads(text) if text.strip() else {}
+            except json.JSONDecodeError:
+                value = None
+            if not isinstance(value, dict):
+                raise RequestError(
+                    f'style_restyle must be a JSON object {{"<segment id>": <int seed>}}, got {text[:80]!r}'
+                )
+            for key, item in value.items():
+                restyle[_form_int(key, "style_restyle id")] = _form_int(item, f"style_restyle[{key!r}]")
+        sample = None
+        if "style_sample" in request.form:
+            if self.samples is None:
+                raise RequestError("style_sample: no dataset samples: start the server with --root DIR", 404)
+            sample = _form_int(request.form["style_sample"], "style_sample")
+            if not 0 <= sample < len(self.samples):
+                raise RequestError(f"style_sample {sample} does not exist; there are {len(self.samples)}", 404)
+        return {"seed": seed, "restyle": restyle, "sample": sample}
+
     def _endpoint_synthesize(self, request: Request) -> Response:
         maps = self._read_maps(request)
-        job = self.worker.submit(maps)
+        style = self._read_style(request)
+        job = self.worker.submit(maps if style is None else (*maps, style))
         try:
             png, milliseconds = job.wait(timeout=300)
         except Superseded as error:
@@ -355,9 +425,24 @@ class PainterApp:
         return maps_response(semantic, panoptic, name=self.samples.names[index])
 
 
-def _timed(render: Renderer, semantic: np.ndarray, panoptic: np.ndarray) -> tuple[bytes, float]:
+def _form_int(value: Any, field: str) -> int:
+    """An integer of a form field or JSON value (a seed, an id, an index), or a RequestError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise RequestError(f"{field} must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise RequestError(f"{field} must be an integer, got {str(value)[:40]!r}") from None
+    if not -_MAX_SEED - 1 <= number <= _MAX_SEED:
+        raise RequestError(f"{field} must fit in 64 bits, got {number}")
+    return number
+
+
+def _timed(
+    render: Renderer, semantic: np.ndarray, panoptic: np.ndarray, style: dict[str, Any] | None = None
+) -> tuple[bytes, float]:
     start = time.perf_counter()
-    png = render(semantic, panoptic)
+    png = render(semantic, panoptic) if style is None else render(semantic, panoptic, style=style)
     return png, (time.perf_counter() - start) * 1000
 
 

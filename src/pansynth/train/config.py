@@ -38,6 +38,7 @@ from pansynth.choices import (
     INIT_KINDS,
     NORM_KINDS,
     PRECISIONS,
+    STYLE_KINDS,
     UPSAMPLE_KINDS,
     UPSAMPLING_LAYERS,
     VGG_INPUTS,
@@ -108,6 +109,8 @@ class ModelConfig:
     spade_hidden: int = 128  # width of the SPADE layers' hidden convolution
     init: str = "spade"  # spade (xavier normal, gain 0.02) | default (PyTorch's)
     backend: str = "auto"  # engine of the panoptic layers: auto | triton | torch (same numbers)
+    style: str = "none"  # none (the paper's model) | instance (a style code per panoptic segment, docs/style.md)
+    style_dim: int = 8  # code channels per segment (style=instance)
 
 
 @dataclass
@@ -138,6 +141,7 @@ class LossConfig:
     lambda_vgg: float = 10.0
     vgg_weights: str | None = None  # local torchvision VGG19 state dict (needed when lambda_vgg > 0)
     vgg_input: str = "raw"  # raw ([-1, 1] images, as SPADE) | imagenet (ImageNet-normalised)
+    lambda_kld: float = 0.05  # weight of the style codes' KL divergence to N(0, I) (model.style=instance)
 
 
 @dataclass
@@ -171,6 +175,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "model.norm": NORM_KINDS,
     "model.init": INIT_KINDS,
     "model.backend": BACKENDS,
+    "model.style": STYLE_KINDS,
     "discriminator.init": INIT_KINDS,
     "loss.vgg_input": VGG_INPUTS,
     "precision": PRECISIONS,
@@ -276,6 +281,7 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         "keep_checkpoints",
         "model.ngf",
         "model.spade_hidden",
+        "model.style_dim",
         "discriminator.ndf",
         "discriminator.num_scales",
         "discriminator.num_layers",
@@ -317,7 +323,7 @@ def validate(config: TrainConfig, source: str = "config") -> None:
         raise ValueError(
             f"{source}: optim.decay_start_epoch must be in [0, optim.epochs={config.optim.epochs}) or null, got {decay}"
         )
-    for key in ("loss.lambda_feat", "loss.lambda_vgg"):
+    for key in ("loss.lambda_feat", "loss.lambda_vgg", "loss.lambda_kld"):
         if not flat[key] >= 0:
             raise ValueError(f"{source}: {key} must be a loss weight >= 0, got {flat[key]}")
 

@@ -37,6 +37,7 @@ from pansynth.data import build_dataset
 from pansynth.data.corrupt import Augmented, make_augment
 from pansynth.data.transforms import PairedTransform
 from pansynth.models import Generator, MultiscaleDiscriminator
+from pansynth.models.style import code_map, reparameterize
 from pansynth.train import checkpoint as ckpt
 from pansynth.train import distributed
 from pansynth.train.config import TrainConfig
@@ -250,6 +251,8 @@ class Trainer:
                 spade_hidden=model.spade_hidden,
                 init=model.init,
                 backend=model.backend,
+                style=model.style,
+                style_dim=model.style_dim,
             )
         except ValueError as error:
             raise ValueError(f"training images are {self.image_size[0]}x{self.image_size[1]}: {error}") from None
@@ -445,8 +448,17 @@ class Trainer:
         # Generator step. D is called unwrapped and frozen: its gradients are not wanted here.
         discriminator.requires_grad_(False)
         with self._autocast():
-            fake = self.G(semantic, panoptic)
-            losses_g = self.objective.generator_losses(discriminator, fake, image, semantic, panoptic)
+            if self.generator.style_encoder is None:
+                style_stats = None
+                fake = self.G(semantic, panoptic)
+            else:
+                # E reads the real image; G gets codes drawn around its per-segment means (E trains with G).
+                mu, logvar, index, _ = self.generator.encode(image, panoptic)
+                style_stats = (mu, logvar)
+                fake = self.G(semantic, panoptic, code_map(reparameterize(mu, logvar), index))
+            losses_g = self.objective.generator_losses(
+                discriminator, fake, image, semantic, panoptic, style_stats=style_stats
+            )
         logged = self._check_finite(losses_g)
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(losses_g["G_total"]).backward()

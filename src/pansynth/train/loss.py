@@ -1,8 +1,9 @@
 """The GAN objective of SPADE and the paper (section 4), and the generator's moving average.
 
 Generator: hinge adversarial loss + lambda_feat * discriminator feature matching + lambda_vgg *
-VGG19 perceptual loss. Discriminator: hinge loss on real and generated images. Both networks
-see the real and the generated images in one batch (real and fake concatenated), as SPADE does.
+VGG19 perceptual loss (+ lambda_kld * the style codes' KL divergence to N(0, I), with styles).
+Discriminator: hinge loss on real and generated images. Both networks see the real and the
+generated images in one batch (real and fake concatenated), as SPADE does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from pansynth.models.losses import GANHingeLoss, VGGPerceptualLoss, feature_matching_loss
+from pansynth.models.style import kl_divergence
 from pansynth.train.config import LossConfig
 
 __all__ = ["EMA", "GANObjective", "ema_decay"]
@@ -50,11 +52,18 @@ class GANObjective:
         return _split(outputs, fake.shape[0])
 
     def generator_losses(
-        self, discriminator: nn.Module, fake: Tensor, real: Tensor, semantic: Tensor, panoptic: Tensor
+        self,
+        discriminator: nn.Module,
+        fake: Tensor,
+        real: Tensor,
+        semantic: Tensor,
+        panoptic: Tensor,
+        style_stats: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """``{"G_gan", "G_feat" (if lambda_feat > 0), "G_vgg" (if lambda_vgg > 0), "G_total"}``.
+        """``{"G_gan", "G_feat" (if lambda_feat > 0), "G_vgg" (if lambda_vgg > 0), "G_kld", "G_total"}``.
 
-        The discriminator's own gradients are not wanted here: the caller freezes it.
+        ``G_kld`` is there when ``style_stats`` (the per-segment ``mu, logvar`` of the style
+        encoder) is given. The discriminator's own gradients are not wanted here: the caller freezes it.
         """
         fake_out, real_out = self._discriminate(discriminator, fake, real, semantic, panoptic)
         real_out = [[f.detach() for f in scale] for scale in real_out]
@@ -63,6 +72,8 @@ class GANObjective:
             losses["G_feat"] = self.config.lambda_feat * feature_matching_loss(real_out, fake_out)
         if self.vgg is not None:
             losses["G_vgg"] = self.config.lambda_vgg * self.vgg(fake.float(), real.float())
+        if style_stats is not None:
+            losses["G_kld"] = self.config.lambda_kld * kl_divergence(*style_stats, num_images=fake.shape[0])
         losses["G_total"] = sum(losses.values())
         return losses
 
