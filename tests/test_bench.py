@@ -15,7 +15,7 @@ def test_help_and_usage_list_every_row_group(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
     assert ",".join(bench.ROW_GROUPS) in text
     assert f"--rows {','.join(bench.ROW_GROUPS)}" in " ".join(bench.__doc__.split())
-    assert set(bench.ROW_GROUPS) == {"conv", "upsample", "generator", "serve"}
+    assert set(bench.ROW_GROUPS) == {"conv", "upsample", "generator", "serve", "export"}
 
 
 @pytest.mark.parametrize("group", bench.ROW_GROUPS)
@@ -27,6 +27,8 @@ def test_each_row_group_runs_its_own_rows_only(group, monkeypatch):
     monkeypatch.setattr(bench, "bench_conv", lambda *args, **kwargs: [row("conv")])
     monkeypatch.setattr(bench, "bench_upsample", lambda *args, **kwargs: row("upsample"))
     monkeypatch.setattr(bench, "bench_generator", lambda *args, **kwargs: [row("generator")])
+    monkeypatch.setattr(bench, "bench_style_step", lambda *args, **kwargs: row("generator"))
+    monkeypatch.setattr(bench, "bench_export", lambda *args, **kwargs: row("export"))
     monkeypatch.setattr(bench, "bench_serve_synthesis", lambda *args, **kwargs: row("serve"))
     rows, _ = bench.run_benchmarks(torch.device("cpu"), quick=True, rows=(group,))
     assert rows and {r.name for r in rows} == {group}
@@ -46,7 +48,7 @@ def test_the_painter_figure_is_one_and_the_same_in_the_readme_and_docs():
     assert len(rows) == 1, rows
     synthesis, request, ratio = rows[0]
     assert float(ratio) == pytest.approx(float(request) / float(synthesis), abs=0.006)
-    speed = serve[serve.index("## Speed") :].split("\n## ")[0]
+    speed = re.split(r"\n#+ ", serve[serve.index("## Speed") :])[0]  # up to the next heading of any level
     assert f"`synthesize` {synthesis} ms" in speed and f"whole request\n{request} ms ({ratio}x)" in speed
     # no other millisecond figure of the request than the one quoted
     assert re.findall(r"([\d.]+) ms", speed) == [synthesis, request, "70"]

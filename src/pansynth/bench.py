@@ -1,12 +1,13 @@
 """Benchmark: the panoptic-aware layers against the plain layers they replace.
 
-``python -m pansynth.bench [--device cpu|cuda] [--rows conv,upsample,generator,serve] [--backend auto|torch|triton]
+``python -m pansynth.bench [--device cpu|cuda] [--rows conv,upsample,generator,serve,export]
+[--backend auto|torch|triton]
 [--quick] [--no-generator] [--json FILE]`` (also ``make bench``) prints one table. Every row is
 measured in this process: the median of several alternating repeats after warm-up (CUDA
 events on a GPU), reported as a ratio against its baseline, so that rows taken on the same
 machine compare. On every device the table has the layer rows (batch 1), the generator
-rows and the painter's request (serve); peak memory held for backward is the total size of
-the tensors autograd saves (measured with saved-tensor hooks), which does not depend on the
+rows, the painter's request (serve) and ONNX Runtime against PyTorch (export); peak memory
+held for backward is the total size of the tensors autograd saves (measured with saved-tensor hooks), which does not depend on the
 allocator.
 
 On CUDA it adds, at batch 8 and at the real stage shapes of the paper's generator

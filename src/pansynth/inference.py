@@ -207,7 +207,8 @@ def synthesize(
             merged = {i: class_codes[c] for i, c in zip(ids.tolist(), classes.tolist()) if c in class_codes}
         merged.update(codes or {})
         style = generator.style_map(panoptic_in, seed=seed or 0, codes=merged, restyle=restyle)
-    images = generator(semantic_in, panoptic_in, style).float().cpu()
+    images = generator(semantic_in, panoptic_in) if style is None else generator(semantic_in, panoptic_in, style)
+    images = images.float().cpu()
     images = resize_image(images, size)
     return images[0] if unbatched else images
 

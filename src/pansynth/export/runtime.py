@@ -56,7 +56,9 @@ class OnnxGenerator(nn.Module):
     def output_size(self) -> tuple[int, int]:
         return self._size
 
-    def forward(self, semantic: Tensor, panoptic: Tensor) -> Tensor:
+    def forward(self, semantic: Tensor, panoptic: Tensor, style: Tensor | None = None) -> Tensor:
+        if style is not None:
+            raise ValueError(f"{self.path.name} has no style inputs (exports carry no style path yet)")
         if tuple(semantic.shape[-2:]) != self._size or semantic.shape != panoptic.shape or semantic.dim() != 3:
             raise ValueError(
                 f"{self.path.name} takes (N, {self._size[0]}, {self._size[1]}) semantic and panoptic maps, got "

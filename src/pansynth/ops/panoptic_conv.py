@@ -234,9 +234,12 @@ def _labels_conv_dense(labels: Tensor, panoptic: Tensor, taps: Tensor, bias: Ten
     for tap in range(kernel_size * kernel_size):
         dy, dx = divmod(tap, kernel_size)
         window = (slice(None), slice(dy, dy + height), slice(dx, dx + width))
-        same = (inside[window] & (ids_padded[window] == panoptic)).to(taps.dtype)  # M_t (eq. 1)
-        out = out + F.embedding(labels_padded[window], taps[tap]) * same.unsqueeze(-1)
-        count = count + same
+        same = inside[window] & (ids_padded[window] == panoptic)  # M_t (eq. 1)
+        neighbour = labels_padded[window]
+        # An unknown neighbour (label -1) has a zero one-hot vector: it adds nothing, but counts in M.
+        seen = (same & (neighbour >= 0)).to(taps.dtype)
+        out = out + F.embedding(neighbour.clamp(min=0), taps[tap]) * seen.unsqueeze(-1)
+        count = count + same.to(taps.dtype)
     out = out * (kernel_size * kernel_size / count).unsqueeze(-1)
     if bias is not None:
         out = out + bias
