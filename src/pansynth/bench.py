@@ -7,8 +7,8 @@ measured in this process: the median of several alternating repeats after warm-u
 events on a GPU), reported as a ratio against its baseline, so that rows taken on the same
 machine compare. On every device the table has the layer rows (batch 1), the generator
 rows, the painter's request (serve) and ONNX Runtime against PyTorch (export); peak memory
-held for backward is the total size of the tensors autograd saves (measured with saved-tensor hooks), which does not depend on the
-allocator.
+held for backward is the total size of the tensors autograd saves (measured with saved-tensor
+hooks), which does not depend on the allocator.
 
 On CUDA it adds, at batch 8 and at the real stage shapes of the paper's generator
 (Cityscapes 256x512, ngf 64), for float32 (TF32 on) and bfloat16, per engine (PyTorch,
