@@ -202,6 +202,8 @@ def _gan_step_gradients(
     semantic, panoptic = (m.to(TRITON_DEVICE) for m in _maps(1, 64))
     semantic, panoptic = semantic[:, 16:48], panoptic[:, 16:48]
     real = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(7)).to(TRITON_DEVICE) * 2 - 1
+    if compile:
+        torch._dynamo.reset()
     run = torch.compile(generator, backend="aot_eager", fullgraph=True) if compile else generator
     counted = syncs if syncs is not None else contextlib.nullcontext()
     if syncs is not None:

@@ -61,7 +61,8 @@ def test_variants_cover_every_kernel_dtype_and_configuration():
 def test_every_kernel_dtype_and_configuration_compiles_for_sm90():
     """What the interpreter does not check (types, layouts, lowering, registers): every variant compiled
     for sm_90 with the report's code, in one subprocess (Triton caches the compiled kernels: minutes the
-    first time, seconds after), and the targets of the compiled code at the generator's configuration."""
+    first time, about two with a warm cache on a busy 2-core machine), and the targets of the compiled
+    code at the generator's configuration."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-m", "pansynth.ops._triton.report", "--json"],

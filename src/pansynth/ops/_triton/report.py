@@ -16,7 +16,7 @@ and each of its autotuning configurations, and the cubin is read back with the w
 
 ``--json`` prints one JSON object per row; ``--quick`` compiles only the configurations the
 tuner prefers for the generator's stages; ``--capability`` another target. Compiling every
-configuration takes minutes (Triton caches the results, so a second run takes seconds).
+configuration takes minutes (Triton caches the kernels; a second run only reads them back).
 ``make bench`` prints the table. Not imported by the library.
 """
 
