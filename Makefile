@@ -49,7 +49,7 @@ $(ORT_WEB_DIR)/.version-$(ORT_WEB_VERSION):
 
 bench: $(STAMP)
 	$(BIN)/python -m pansynth.bench
-	$(BIN)/python -m pansynth.ops._triton.report --quick || echo "note: the kernel report needs triton with its CUDA backend"
+	$(BIN)/python -m pansynth.ops._triton.report || echo "note: the kernel report needs triton with its CUDA backend"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
