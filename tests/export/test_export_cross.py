@@ -66,3 +66,16 @@ def test_style_generator_export_is_refused_in_one_line_and_writes_nothing(tmp_pa
     with pytest.raises(ValueError, match="style generator"):
         export_program(generator, tmp_path / "model.pt2")
     assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == ["config.json", "model.safetensors"]
+
+
+def test_static_painter_info_names_the_unknown_value(runs):
+    """The static painter's info.json names the unknown value, as /api/info does (its eraser paints it)."""
+    from pansynth.export.painter import painter_info
+    from pansynth.serve.classes import build_class_table
+
+    generator = load_generator(runs["paper", SIZES[0]])
+    classes = build_class_table(generator.num_classes, generator.ignore_index, generator.metadata)
+    info = painter_info(generator, classes, "run")
+    assert info["unknown"] == {"value": IGNORE_INDEX, "name": "unknown"}
+    plain = Generator(len(CLASS_NAMES), size=SIZES[0], ngf=2, spade_hidden=4)  # no ignore value: 255
+    assert painter_info(plain, build_class_table(len(CLASS_NAMES), None), "run")["unknown"]["value"] == 255
