@@ -271,7 +271,8 @@ def style_by_class(generator: Generator, image: Tensor, semantic: Tensor, panopt
     """Each class's mean code over the reference image's segments of that class: ``{class: Tensor[style_dim]}``.
 
     Pass it as ``class_codes`` to :func:`synthesize` for style transfer by class: every segment takes its
-    class's code, and the classes the reference lacks are drawn from (seed, id).
+    class's code, and the classes the reference lacks are drawn from (seed, id). Unknown pixels of the
+    reference are no class: they give no code (a target's unknown segment is drawn from (seed, id)).
     """
     _check_style(generator, "style_by_class")
     generator.eval()
@@ -282,7 +283,7 @@ def style_by_class(generator: Generator, image: Tensor, semantic: Tensor, panopt
     unique_classes, which = torch.unique(classes, return_inverse=True)
     sums = mu.float().new_zeros(len(unique_classes), mu.shape[1]).index_add_(0, which, mu.float())
     counts = torch.bincount(which, minlength=len(unique_classes)).unsqueeze(1).to(sums.dtype)
-    return {int(c): code.cpu() for c, code in zip(unique_classes.tolist(), sums / counts)}
+    return {int(c): code.cpu() for c, code in zip(unique_classes.tolist(), sums / counts) if c != UNKNOWN}
 
 
 def sample_style(

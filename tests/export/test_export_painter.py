@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 CAR = 2
+IGNORE_INDEX = 255  # the ignore value of the runs in conftest.py, also their unknown value
 SIZE = (64, 64)
 
 
@@ -147,3 +148,17 @@ def test_static_painter_synthesizes_in_the_page_as_the_library_does(driver, site
     assert np.abs(image - expected).max() < 1e-3
     assert milliseconds > 0
     print(f"in-browser synthesis {SIZE[0]}x{SIZE[1]}: {milliseconds:.1f} ms")
+
+    # the eraser paints unknown (info.unknown.value with id 0), which the page feeds to the graph as -1
+    assert info["unknown"] == {"value": IGNORE_INDEX, "name": "unknown"}
+    driver.find_element(By.ID, "tool-eraser").click()
+    shown = _results(driver)
+    _stroke(driver, -100, 100)
+    _wait_idle(driver, shown)
+    before = semantic, panoptic
+    semantic, panoptic, image, _ = _last(driver)
+    erased = (semantic != before[0]) | (panoptic != before[1])
+    assert erased.sum() > 20 and (semantic[erased] == IGNORE_INDEX).all() and (panoptic[erased] == 0).all()
+    assert (before[0][erased] == CAR).any()  # the stroke crossed a car
+    expected = synthesize(generator, torch.from_numpy(semantic), torch.from_numpy(panoptic)).numpy()
+    assert np.abs(image - expected).max() < 1e-3

@@ -27,6 +27,7 @@ from test_serve_browser import BROWSER, DRIVER, Recorder, _results, _wait_for_fi
 from pansynth.data.coco_stuff import COCO_STUFF_CLASS_NAMES, COCO_STUFF_THING_CLASSES
 from pansynth.data.synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_THING_CLASSES
 from pansynth.models import Generator
+from pansynth.ops.maps import unknown_value
 from pansynth.serve.app import PainterApp
 from pansynth.serve.classes import build_class_table
 
@@ -38,6 +39,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 COCO_SIZE = (256, 512)
 IGNORE = 255
+UNKNOWN_OF_DEMO = unknown_value(6, None)  # the demo model has no ignore value
 CAR = COCO_STUFF_CLASS_NAMES.index("car")
 PERSON = COCO_STUFF_CLASS_NAMES.index("person")
 ROAD = COCO_STUFF_CLASS_NAMES.index("road")
@@ -272,7 +274,7 @@ def test_search_finds_and_selects_a_class_one_tab_stop_arrows_palette(chromium, 
         assert _body(chromium, "selected-class") == str(CAR)
         option = chromium.find_element(By.CSS_SELECTOR, f'.swatch[data-class="{CAR}"]')
         assert option.get_attribute("aria-selected") == "true" and option.is_displayed()
-        assert chromium.find_element(By.ID, "tool-unknown-label").is_displayed()  # the server names info.unknown
+        assert chromium.find_element(By.ID, "tool-unknown-label").is_displayed()  # the server names its unknown value
         assert not chromium.find_element(By.ID, "style-section").is_displayed()
         # the search narrowed the list to the names holding "car" (car, carrot, cardboard, carpet)
         shown = chromium.execute_script(
@@ -489,8 +491,11 @@ def test_painted_scene_survives_reload(chromium, demo_site):
     builder.pointer_action.pointer_up()
     builder.perform()
     shown = _results(chromium)
-    # the eraser painted sky over sky: nothing changed, the map stays as painted
+    # the eraser painted unknown (id 0) over the sky; the map is restored as it was then
     _wait_idle(chromium, shown)
+    erased = recorder.last()
+    assert (erased[0] == UNKNOWN_OF_DEMO).sum() >= 5 and (erased[1][erased[0] == UNKNOWN_OF_DEMO] == 0).all()
+    painted = erased
     WebDriverWait(chromium, 10).until(lambda d: _body(d, "saved") == "1")
     chromium.refresh()
     _wait_idle(chromium, 0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pansynth.cli.common import CHECKPOINT_HELP, load_checkpoint_argument
 from pansynth.export import DEFAULT_OPSET, export_program, write_painter
+from pansynth.export.graph import STYLE_NOT_EXPORTED
 from pansynth.export.onnx_file import onnx_bytes, refuse_existing
 from pansynth.export.painter import find_ort_web
 from pansynth.files import atomic_write_bytes
@@ -61,6 +62,8 @@ def _export(args: argparse.Namespace) -> int:
         generator = load_checkpoint_argument(args.run, device="cpu")
     except ValueError as error:
         raise ValueError(f"RUN {args.run}: cannot load a generator ({error})") from None
+    if getattr(generator, "style_encoder", None) is not None:
+        raise ValueError(f"RUN {args.run}: {STYLE_NOT_EXPORTED}")
     model = None
     if args.out is not None:
         if args.format == "onnx":

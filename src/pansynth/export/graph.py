@@ -32,6 +32,12 @@ __all__ = [
 # The name of the dynamic batch axis in the exported graphs.
 BATCH = "batch"
 OUTPUT_NAME = "image"
+# Style generators are refused before tracing: their codes (drawn per segment from a hash of (seed, id),
+# or read from a reference image) are not a graph input yet, and tracing the hash crashed the exporter.
+STYLE_NOT_EXPORTED = (
+    "a style generator (model.style=instance) cannot be exported: its per-segment style codes are not "
+    "an input of the exported graph (not built); export a model trained with model.style=none"
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,10 @@ def export_inputs(generator: Generator) -> list[ExportInput]:
     ignore = f" or the ignore value {generator.ignore_index}" if generator.ignore_index is not None else ""
     return [
         ExportInput("semantic", torch.int64, (BATCH, height, width),
-                    f"class index per pixel, 0..{generator.num_classes - 1}{ignore}"),
+                    f"class index per pixel, 0..{generator.num_classes - 1}{ignore} or -1 (unknown)"),
         ExportInput("panoptic", torch.int64, (BATCH, height, width),
-                    "segment id per pixel (any int64 values: one id per stuff region and per thing instance)"),
+                    "segment id per pixel (any int64 values: one id per stuff region and per thing instance, "
+                    "-1 at unknown pixels)"),
         # The style codes of a style generator join here as a third input.
     ]  # fmt: skip
 
@@ -102,6 +109,8 @@ class ExportModule(nn.Module):
 
     def __init__(self, generator: Generator) -> None:
         super().__init__()
+        if getattr(generator, "style_encoder", None) is not None:
+            raise ValueError(STYLE_NOT_EXPORTED)
         self.generator = graph_generator(generator)
 
     def forward(self, semantic: Tensor, panoptic: Tensor) -> Tensor:

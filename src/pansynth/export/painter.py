@@ -27,6 +27,7 @@ from typing import Any
 
 from pansynth.export.onnx_file import DEFAULT_OPSET, onnx_bytes
 from pansynth.models import Generator
+from pansynth.ops.maps import unknown_value
 
 __all__ = ["ORT_WEB_ENV", "ORT_WEB_FILES", "ORT_WEB_VERSION", "find_ort_web", "painter_info", "write_painter"]
 
@@ -73,13 +74,15 @@ def painter_info(generator: Generator, classes: Any, title: str) -> dict[str, An
         "max_upload_bytes": 8 * 2**20,
         "samples": [],
         "style": {"enabled": False, "dim": 0},
+        # the painter's unknown brush and eraser paint this value (id 0); ort_backend.js feeds it as -1
+        "unknown": {"value": unknown_value(generator.num_classes, generator.ignore_index), "name": "unknown"},
         "backend": "onnxruntime-web",
     }
 
 
 def _page(index_html: str) -> str:
     """The server's index.html for a static folder: relative paths, onnxruntime-web and the backend first."""
-    page = index_html.replace('"/static/', '"')
+    page = re.sub(r'"/?static/', '"', index_html)  # the page's files sit next to it in the folder
     scripts = '<script src="ort/ort.wasm.min.js"></script>\n<script src="ort_backend.js"></script>\n'
     match = re.search(r"<script\b", page)
     if match is None:

@@ -57,8 +57,9 @@ class OnnxGenerator(nn.Module):
         return self._size
 
     def forward(self, semantic: Tensor, panoptic: Tensor, style: Tensor | None = None) -> Tensor:
+        # ``style``: the code map argument of Generator.forward, which synthesize passes (None without styles)
         if style is not None:
-            raise ValueError(f"{self.path.name} has no style inputs (exports carry no style path yet)")
+            raise ValueError(f"{self.path.name} has no style inputs (style generators are not exported)")
         if tuple(semantic.shape[-2:]) != self._size or semantic.shape != panoptic.shape or semantic.dim() != 3:
             raise ValueError(
                 f"{self.path.name} takes (N, {self._size[0]}, {self._size[1]}) semantic and panoptic maps, got "

@@ -65,9 +65,21 @@
     const loaded = await session();
     const shape = [1, height, width];
     const started = performance.now();
+    // unknown pixels (the painter sends info.unknown.value with id 0) go to the graph as class and id -1
+    const unknown = model.unknown && Number.isInteger(model.unknown.value) ? model.unknown.value : null;
+    const semantic64 = int64(semantic);
+    const panoptic64 = int64(panoptic);
+    if (unknown !== null) {
+      for (let i = 0; i < semantic.length; i++) {
+        if (semantic[i] === unknown) {
+          semantic64[i] = -1n;
+          panoptic64[i] = -1n;
+        }
+      }
+    }
     const outputs = await loaded.run({
-      semantic: new ort.Tensor("int64", int64(semantic), shape),
-      panoptic: new ort.Tensor("int64", int64(panoptic), shape),
+      semantic: new ort.Tensor("int64", semantic64, shape),
+      panoptic: new ort.Tensor("int64", panoptic64, shape),
     });
     const milliseconds = performance.now() - started;
     const image = outputs.image.data;

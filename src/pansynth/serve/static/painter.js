@@ -522,8 +522,9 @@
   // (class, id) a stroke, fill or shape starting at pixel index `at` paints with
   function paintTarget(at, continuing) {
     const tool = currentTool();
-    if (tool === "eraser") return { cls: state.background, id: stuffId(state.background) };
-    if (tool === "unknown") return { cls: state.unknown, id: 0 };
+    // the eraser paints unknown (the model fills it in) when the model has an unknown value, else the background
+    if (tool === "eraser" && state.unknown === null) return { cls: state.background, id: stuffId(state.background) };
+    if (tool === "eraser" || tool === "unknown") return { cls: state.unknown, id: 0 };
     const cls = state.selected;
     if (!isThing(cls)) return { cls, id: stuffId(cls) };
     let id;
@@ -1468,10 +1469,12 @@
       palette.append(group);
     }
     const eraser = state.classes.get(info.background);
+    const unknown = info.unknown && Number.isInteger(info.unknown.value);
+    const erases = unknown ? info.unknown.name || "unknown" : eraser ? eraser.name : info.background;
     const things = entries.some((entry) => entry.thing);
     state.legendTail =
       (things ? "" : "No thing classes known: every class paints as stuff. ") +
-      `The eraser paints "${eraser ? eraser.name : info.background}". Colours: ${info.palette_source || "generated"}.`;
+      `The eraser paints "${erases}". Colours: ${info.palette_source || "generated"}.`;
   }
 
   function visibleOptions() {
