@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_ops_panoptic_conv import reference_panoptic_conv2d
+from test_ops_panoptic_upsample import reference_algorithm_1
 
 from pansynth.models import Generator
 from pansynth.models.hole_fill import HoleFillingUpsample
@@ -12,43 +14,6 @@ from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_upsample
 
 # Irregular ids: negative, huge (beyond float precision), consecutive.
 ID_VALUES = torch.tensor([-7, 0, 3, 2**40 + 5, 2**40 + 6, 24001])
-
-
-def literal_conv(x, panoptic, weight, bias):
-    """Eq. 1-2, pixel by pixel and window position by window position."""
-    n_batch, _, height, width = x.shape
-    out_channels, _, k, _ = weight.shape
-    radius = k // 2
-    out = torch.zeros(n_batch, out_channels, height, width, dtype=torch.float64)
-    for n in range(n_batch):
-        for y in range(height):
-            for x_ in range(width):
-                acc, mask_sum = torch.zeros(out_channels, dtype=torch.float64), 0
-                for i in range(k):
-                    for j in range(k):
-                        yy, xx = y + i - radius, x_ + j - radius
-                        if 0 <= yy < height and 0 <= xx < width and panoptic[n, yy, xx] == panoptic[n, y, x_]:
-                            acc += weight[:, :, i, j].double() @ x[n, :, yy, xx].double()
-                            mask_sum += 1
-                out[n, :, y, x_] = acc * (k * k) / mask_sum + bias.double()
-    return out
-
-
-def literal_algorithm_1(features, low, high):
-    """Algorithm 1: the first of (r, c), (r, c+1), (r+1, c), (r+1, c+1) with the pixel's id, else 0."""
-    n_batch, channels, low_h, low_w = features.shape
-    out = torch.zeros(n_batch, channels, 2 * low_h, 2 * low_w, dtype=features.dtype)
-    matched = torch.zeros(n_batch, 1, 2 * low_h, 2 * low_w, dtype=features.dtype)
-    for n in range(n_batch):
-        for y in range(2 * low_h):
-            for x in range(2 * low_w):
-                for d_row, d_col in ((0, 0), (0, 1), (1, 0), (1, 1)):
-                    row, col = y // 2 + d_row, x // 2 + d_col
-                    if row < low_h and col < low_w and low[n, row, col] == high[n, y, x]:
-                        out[n, :, y, x] = features[n, :, row, col]
-                        matched[n, 0, y, x] = 1
-                        break
-    return out, matched
 
 
 def maps(n, height, width, seed):
@@ -66,7 +31,7 @@ def test_conv_equals_literal_equation_in_float64(kernel_size):
     weight = torch.randn(4, 3, kernel_size, kernel_size, generator=g, dtype=torch.float64)
     bias = torch.randn(4, generator=g, dtype=torch.float64)
     graph = panoptic_conv2d(x, panoptic, weight, bias, backend="graph")
-    torch.testing.assert_close(graph, literal_conv(x, panoptic, weight, bias), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(graph, reference_panoptic_conv2d(x, panoptic, weight, bias), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(graph, panoptic_conv2d(x, panoptic, weight, bias, backend="torch"), rtol=1e-12,
                                atol=1e-12)  # fmt: skip
 
@@ -78,7 +43,7 @@ def test_upsample_equals_literal_algorithm_in_float64():
     low[0, 1, 1] = 99  # a low-resolution segment absent at the high resolution: holes around it
     features = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
     up, matched = panoptic_upsample(features, low, high, backend="graph")
-    expected, expected_matched = literal_algorithm_1(features, low, high)
+    expected, expected_matched = reference_algorithm_1(features, low, high)
     assert 0 < int(expected_matched.sum()) < expected_matched.numel()
     torch.testing.assert_close(up, expected, rtol=0, atol=0)
     torch.testing.assert_close(matched, expected_matched, rtol=0, atol=0)
