@@ -21,7 +21,6 @@ keeps every seed's values. Results go to ``OUT/ablation.md`` and ``OUT/ablation.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from pansynth.eval.segmentation import (
     save_torchscript,
     train_proxy_segmenter,
 )
-from pansynth.experiments.evaluation import evaluate_generator
+from pansynth.experiments.evaluation import evaluate_generator, stored_evaluation
 from pansynth.files import keep_old, write_json_keeping_old, write_text_keeping_old
 from pansynth.inference import load_generator
 from pansynth.train import load_config
@@ -248,17 +247,11 @@ def _evaluate_run(
     """Evaluate one run into ``run_dir/eval``, reusing an evaluation of the same weights and set-up."""
     eval_dir = run_dir / "eval"
     generator = load_generator(run_dir, device=resolve_device(device))
-    fingerprint = weights_fingerprint(generator)
     setup = {**networks.setup(), "separation_width": separation_width, "limit": limit, "split": split}
-    previous = eval_dir / "metrics.json"
-    if previous.is_file():
-        try:
-            stored = json.loads(previous.read_text())
-        except json.JSONDecodeError:
-            stored = {}
-        if stored.get("weights_sha256") == fingerprint and stored.get("setup") == setup:
-            print(f"[ablate] reusing the evaluation in {eval_dir}", flush=True)
-            return stored
+    stored = stored_evaluation(eval_dir, weights_fingerprint(generator), setup)
+    if stored is not None:
+        print(f"[ablate] reusing the evaluation in {eval_dir}", flush=True)
+        return stored
     keep_old(eval_dir)  # an evaluation of older weights is kept as eval.bak
     dataset = build_dataset(
         config.data.dataset, root, split=split, transform=eval_transform(config.data.dataset, run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,7 +16,21 @@ from pansynth.files import write_json_keeping_old
 from pansynth.inference import synthesize_dataset
 from pansynth.models import Generator
 
-__all__ = ["evaluate_generator"]
+__all__ = ["evaluate_generator", "stored_evaluation"]
+
+
+def stored_evaluation(eval_dir: Path, fingerprint: str, setup: Mapping) -> dict | None:
+    """The metrics stored in ``eval_dir`` when they are of the same weights and set-up, else None."""
+    previous = eval_dir / "metrics.json"
+    if not previous.is_file():
+        return None
+    try:
+        stored = json.loads(previous.read_text())
+    except json.JSONDecodeError:
+        return None
+    if stored.get("weights_sha256") == fingerprint and stored.get("setup") == setup:
+        return stored
+    return None
 
 
 def evaluate_generator(

@@ -11,7 +11,6 @@ are pooled, so that runs trained with several seeds give mean ± sample standard
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from pansynth.data.corrupt import CORRUPTIONS, Corruption
 from pansynth.devices import resolve_device
 from pansynth.eval.evaluate import MetricNetworks, eval_transform, weights_fingerprint
 from pansynth.experiments.ablation import COLUMNS, mean_std, proxy_segmenter
-from pansynth.experiments.evaluation import evaluate_generator
+from pansynth.experiments.evaluation import evaluate_generator, stored_evaluation
 from pansynth.files import keep_old, write_json_keeping_old, write_text_keeping_old
 from pansynth.inference import load_generator
 from pansynth.run_files import CONFIG_FILE
@@ -207,15 +206,9 @@ def run_robustness(
 
 def _evaluate(generator, data, eval_dir: Path, networks, setup, corruption, seed, **common) -> dict:
     """One evaluation into ``eval_dir``, reusing an earlier one of the same weights and set-up."""
-    fingerprint = weights_fingerprint(generator)
-    previous = eval_dir / "metrics.json"
-    if previous.is_file():
-        try:
-            stored = json.loads(previous.read_text())
-        except json.JSONDecodeError:
-            stored = {}
-        if stored.get("weights_sha256") == fingerprint and stored.get("setup") == setup:
-            return stored
+    stored = stored_evaluation(eval_dir, weights_fingerprint(generator), setup)
+    if stored is not None:
+        return stored
     keep_old(eval_dir)  # an evaluation of other weights is kept aside, never overwritten
     return evaluate_generator(
         generator, data, eval_dir, networks, extra={"setup": setup},
