@@ -254,3 +254,32 @@ def test_the_paper_generator_trains_on_the_triton_engine_with_the_torch_engines_
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
     holes = [name for name in grads if ".proj." in name and grads[name].abs().sum() > 0]
     assert holes  # some stage filled holes, and its projection learned from them
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+def test_the_triton_engine_reads_one_neighbour_mask_per_scale_in_forward_and_backward(
+    monkeypatch, wide_interpreter_blocks
+):
+    """The mask of eq. 1 is derived once per scale and shared by every panoptic convolution of that
+    scale, forward and backward (not recomputed per layer or by the kernels' launchers)."""
+    from pansynth.ops import PanopticConv2d, mask_plan
+    from pansynth.ops._triton import _launch
+
+    torch.manual_seed(8)
+    generator = Generator(NUM_CLASSES, size=(32, 64), ngf=1, spade_hidden=4, spectral=False, backend="triton")
+    generator.to(TRITON_DEVICE)
+    semantic, panoptic = (m.to(TRITON_DEVICE)[:, 16:48] for m in _maps(1, 64))
+    built, fed = [], []
+    monkeypatch.setattr(spade, "mask_plan", lambda p, k: built.append((tuple(p.shape), k)) or mask_plan(p, k))
+
+    def launcher_computes(*args):
+        raise AssertionError("a launcher computed its own mask")
+
+    monkeypatch.setattr(_launch, "_neighbour_mask", launcher_computes)
+    for module in generator.modules():
+        if isinstance(module, PanopticConv2d) and module.kernel_size > 1:
+            module.register_forward_pre_hook(lambda m, args: fed.append(((1, *args[0].shape[-2:]), m.kernel_size)))
+    generator(semantic, panoptic).square().mean().backward()
+    assert len(fed) > len(set(fed)) > 1  # several layers per scale, several scales
+    assert sorted(built) == sorted(set(fed))
+    assert all(p.grad is not None for p in generator.parameters() if p.requires_grad and p.dim() == 4)

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_ops_panoptic_conv import (
     HALF_DTYPES,
     UNIT_ROUNDOFF,
@@ -20,7 +21,7 @@ from test_ops_panoptic_conv import (
 )
 from test_ops_panoptic_upsample import random_maps, reference_algorithm_1
 
-from pansynth.ops import PanopticConv2d, panoptic_conv2d, panoptic_upsample
+from pansynth.ops import PanopticConv2d, conv_plan, mask_plan, panoptic_conv2d, panoptic_upsample
 from pansynth.ops import _torch_engine as engine
 from pansynth.ops import backend as backend_module
 from pansynth.ops.backend import select_backend
@@ -118,38 +119,70 @@ def test_public_ops_check_the_backend(env):
 # --- the Triton engine's operators, on stand-in kernels ----------------------------------------
 
 
+def masked_columns(x, mask, kernel_size):
+    """im2col of x with the columns of eq. 1's masked-out neighbours zeroed: (N, C, k², HW)."""
+    n, channels = x.shape[:2]
+    taps = kernel_size * kernel_size
+    columns = F.unfold(x, kernel_size, padding=kernel_size // 2).view(n, channels, taps, -1)
+    bits = (mask.view(n, 1, -1) >> torch.arange(taps).view(1, taps, 1)) & 1  # (N, k², HW): bit t = M_t(p)
+    return columns * bits[:, None].to(x.dtype), bits
+
+
+def masked_conv_from_bits(x, mask, scale, weight, bias=None):
+    """Eq. 2 written with the neighbour bits instead of the ids."""
+    n, channels, height, width = x.shape
+    columns, _ = masked_columns(x, mask, weight.shape[-1])
+    out = weight.reshape(weight.shape[0], -1) @ columns.view(n, channels * columns.shape[2], -1)
+    out = out.view(n, -1, height, width) * scale[:, None].to(x.dtype)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def masked_conv_grads_from_bits(scaled_grad, x, mask, weight_shape, weight):
+    """Both gradients of eq. 2 from the bits, for a pre-scaled gradient g~ (no autograd: the custom
+    ops run these below it): grad_x = col2im(M ⊙ W^T g~), grad_W = g~ (M ⊙ im2col(x))^T."""
+    n, out_channels, height, width = scaled_grad.shape
+    kernel_size = weight_shape[-1]
+    g = scaled_grad.reshape(n, out_channels, -1)
+    if weight is not None:
+        taps = kernel_size * kernel_size
+        bits = (mask.view(n, 1, -1) >> torch.arange(taps).view(1, taps, 1)) & 1
+        columns = weight.reshape(out_channels, -1).t() @ g  # (N, C k², HW)
+        columns = columns.view(n, -1, taps, height * width) * bits[:, None].to(g.dtype)
+        return F.fold(columns.view(n, -1, height * width), (height, width), kernel_size, padding=kernel_size // 2)
+    columns, _ = masked_columns(x, mask, kernel_size)
+    grad = torch.einsum("nop,nckp->ock", g, columns)
+    return grad.reshape(weight_shape)
+
+
 def stand_in_kernels(calls: Counter) -> types.ModuleType:
-    """pansynth.ops._triton's API computed by the PyTorch engine, checking what it is handed."""
+    """pansynth.ops._triton's API computed with autograd from the neighbour bits, checking what it is handed."""
     kernels = types.ModuleType("pansynth.ops._triton")
 
-    def scale_of(panoptic, kernel_size):
-        count = engine.window_masks(panoptic, kernel_size)[1][:, 0]
-        return kernel_size * kernel_size / count.float()
+    def check_neighbours(mask, scale, kernel_size):
+        # what the ops hand the kernels is the plan's mask of the map, not the ids
+        assert mask.dtype == torch.int32 and scale.dtype == torch.float32
+        popcount = sum((mask >> t) & 1 for t in range(kernel_size * kernel_size))
+        torch.testing.assert_close(scale, kernel_size * kernel_size / popcount.float())
 
-    def conv2d_forward(input, panoptic, weight, bias):
+    def conv2d_forward(input, panoptic, weight, bias, *, neighbours):
         calls["conv2d_forward"] += 1
-        plan = engine.ConvPlan(panoptic, weight.shape[-1])
-        output = engine.conv2d_forward(input, weight, bias, plan)
-        return output.contiguous(memory_format=torch.channels_last), scale_of(panoptic, weight.shape[-1])
+        assert panoptic is None
+        check_neighbours(*neighbours, weight.shape[-1])
+        output = masked_conv_from_bits(input, *neighbours, weight, bias)
+        return output.contiguous(memory_format=torch.channels_last), neighbours[1]
 
-    def conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=False):
+    def conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=False, *, mask):
         calls["conv2d_input_grad"] += 1
-        torch.testing.assert_close(scale, scale_of(panoptic, weight.shape[-1]))
-        assert grad_output.is_contiguous(memory_format=torch.channels_last) and prescaled
-        grad_output = (grad_output / scale.unsqueeze(1)).to(grad_output.dtype)  # the engine below scales it
-        n, _, height, width = grad_output.shape
-        input = grad_output.new_zeros(n, weight.shape[1], height, width)
-        plan = engine.ConvPlan(panoptic, weight.shape[-1])
-        return engine.conv2d_backward(grad_output, input, weight, plan, True, False)[0]
+        assert panoptic is None and prescaled and grad_output.is_contiguous(memory_format=torch.channels_last)
+        check_neighbours(mask, scale, weight.shape[-1])
+        return masked_conv_grads_from_bits(grad_output, None, mask, weight.shape, weight)
 
-    def conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
+    def conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=False, *, mask):
         calls["conv2d_weight_grad"] += 1
-        torch.testing.assert_close(scale, scale_of(panoptic, kernel_size))
-        assert grad_output.is_contiguous(memory_format=torch.channels_last) and prescaled
-        grad_output = (grad_output / scale.unsqueeze(1)).to(grad_output.dtype)
-        weight = input.new_zeros(grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
-        plan = engine.ConvPlan(panoptic, kernel_size)
-        return engine.conv2d_backward(grad_output, input, weight, plan, False, True)[1].float()
+        assert panoptic is None and prescaled and grad_output.is_contiguous(memory_format=torch.channels_last)
+        check_neighbours(mask, scale, kernel_size)
+        shape = (grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
+        return masked_conv_grads_from_bits(grad_output, input.to(grad_output.dtype), mask, shape, None).float()
 
     def upsample_forward(features, panoptic_low, panoptic_high):
         calls["upsample_forward"] += 1
@@ -196,6 +229,34 @@ def test_triton_conv_operator_forward_and_gradients(calls, with_bias):
         assert grad.dtype == leaf.dtype
         torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-5)
     assert calls == Counter(conv2d_forward=1, conv2d_input_grad=1, conv2d_weight_grad=1)
+
+
+def test_triton_conv_operator_reads_a_given_mask_plan(calls, monkeypatch):
+    """With a plan the op reads the plan's mask (forward and backward) and derives nothing from the ids;
+    a plan of another engine, map or kernel size is refused naming what to pass."""
+    g = torch.Generator().manual_seed(9)
+    panoptic = random_panoptic(2, 6, 7, g)
+    x = torch.randn(2, 3, 6, 7, generator=g, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
+    plan = mask_plan(panoptic, 3)
+    expected = panoptic_conv2d(x, panoptic, weight, backend="triton")
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight))
+    import pansynth.ops.panoptic_conv as panoptic_conv_module
+
+    monkeypatch.setattr(panoptic_conv_module, "mask_plan", lambda *args: pytest.fail("mask derived again"))
+    out = panoptic_conv2d(x, panoptic, weight, plan=plan, backend="triton")
+    grads = torch.autograd.grad(out.square().sum(), (x, weight))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"plan is a ConvPlan but the triton engine .* mask_plan\(panoptic"):
+        panoptic_conv2d(x, panoptic, weight, plan=conv_plan(panoptic, 3), backend="triton")
+    with pytest.raises(ValueError, match=r"plan is a MaskPlan but the torch engine .* conv_plan\(panoptic"):
+        panoptic_conv2d(x, panoptic, weight, plan=plan, backend="torch")
+    with pytest.raises(ValueError, match="kernel size 3, but is used with a .* kernel size 5"):
+        panoptic_conv2d(x, panoptic, torch.randn(4, 3, 5, 5), plan=plan, backend="triton")
+    with pytest.raises(ValueError, match=r"built for a \(2, 6, 7\) map"):
+        panoptic_conv2d(x[:1], panoptic[:1], weight, plan=plan, backend="triton")
 
 
 def test_triton_conv_operator_skips_unneeded_gradients(calls):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_ops_panoptic_conv import random_panoptic, reference_panoptic_conv2d
 
-from pansynth.ops import panoptic_conv2d, panoptic_upsample, semantic_one_hot, semantic_to_index
+from pansynth.ops import neighbour_mask, panoptic_conv2d, panoptic_upsample, semantic_one_hot, semantic_to_index
 from pansynth.ops.backend import triton_available
 
 
@@ -103,8 +103,13 @@ def opcheck_cases(with_triton: bool):
             ("panoptic_upsample_torch", (features, panoptic_low, panoptic_high)),
         ]
         if with_triton:
+            mask, scale = neighbour_mask(panoptic_high, 3)
+            scaled_grad = (grad * scale.unsqueeze(1)).contiguous(memory_format=torch.channels_last)
             cases += [
-                ("panoptic_conv2d_triton", (x, panoptic_high, weight, bias)),
+                ("panoptic_conv2d_triton", (x, mask, scale, weight, bias)),
+                ("panoptic_conv2d_triton", (x, mask, scale, weight, None)),
+                ("panoptic_conv2d_triton_input_grad", (scaled_grad, mask, scale, weight.detach())),
+                ("panoptic_conv2d_triton_weight_grad", (scaled_grad, x.detach(), mask, scale, 3)),
                 ("panoptic_upsample_triton", (features, panoptic_low, panoptic_high)),
             ]
     return cases

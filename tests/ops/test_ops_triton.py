@@ -170,6 +170,33 @@ def test_conv_forward_matches_eq2(shape, kernel_size):
     torch.testing.assert_close(scale.cpu().double(), expected_scale)
 
 
+def test_conv_launchers_read_a_given_neighbour_mask_and_check_it():
+    """``neighbours=`` / ``mask=`` (a plan's mask of the map) give the results of the ids, and a
+    mask of the wrong type or shape, or a channels_last weight, is handled: errors name the argument."""
+    from pansynth.ops import neighbour_mask
+
+    x, ids, weight, bias, grad_out = conv_case((2, 5, 6, 7, 4), 3, seed=31)
+    x_d, ids_d, weight_d, bias_d, grad_d = on_device(x, ids, weight, bias, grad_out)
+    out, scale = _triton.conv2d_forward(x_d, ids_d, weight_d, bias_d)
+    grad_x = _triton.conv2d_input_grad(grad_d, scale, ids_d, weight_d)
+    grad_w = _triton.conv2d_weight_grad(grad_d, scale, x_d, ids_d, 3)
+    mask, mask_scale = neighbour_mask(ids_d, 3)
+    weight_last = weight_d.contiguous(memory_format=torch.channels_last)
+    out2, scale2 = _triton.conv2d_forward(x_d, None, weight_last, bias_d, neighbours=(mask, mask_scale))
+    torch.testing.assert_close(out2, out, rtol=0, atol=0)
+    torch.testing.assert_close(scale2, scale, rtol=0, atol=0)
+    grad_x2 = _triton.conv2d_input_grad(grad_d, scale, None, weight_last, mask=mask)
+    grad_w2 = _triton.conv2d_weight_grad(grad_d, scale, x_d, None, 3, mask=mask)
+    torch.testing.assert_close(grad_x2, grad_x, rtol=0, atol=0)
+    torch.testing.assert_close(grad_w2, grad_w, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"mask must be \(2, 6, 7\) int32 \(from neighbour_mask\)"):
+        _triton.conv2d_forward(x_d, None, weight_d, bias_d, neighbours=(mask.long(), mask_scale))
+    with pytest.raises(ValueError, match=r"mask must be \(2, 6, 7\) int32"):
+        _triton.conv2d_input_grad(grad_d, scale, None, weight_d, mask=mask[:, :3])
+    with pytest.raises(ValueError, match="panoptic must be"):
+        _triton.conv2d_weight_grad(grad_d, scale, x_d, None, 3)
+
+
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_conv_gradients_match_eq2(shape, kernel_size):

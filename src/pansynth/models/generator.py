@@ -404,10 +404,15 @@ class Generator(nn.Module):
         return style
 
     def _plans(self, panoptic: Tensor, features: Tensor) -> PlanCache | None:
-        """This forward pass's per-scale plans, when the PyTorch engine runs the panoptic convolutions."""
-        if self._config["conv"] != "panoptic" or torch.compiler.is_compiling():
-            return None  # compiled graphs run the ops as custom ops, which plan for themselves
-        return PlanCache(panoptic) if select_backend(self.backend, features) == "torch" else None
+        """This forward pass's per-scale plans of the engine that runs the panoptic convolutions."""
+        if self._config["conv"] != "panoptic":
+            return None
+        engine = select_backend(self.backend, features)
+        if engine == "triton":
+            return PlanCache(panoptic, "triton")  # shape-only tensor ops: also inside compiled graphs
+        if engine == "torch" and not torch.compiler.is_compiling():
+            return PlanCache(panoptic, "torch")  # compiled graphs run the ops as custom ops, which plan for themselves
+        return None
 
     def forward(self, semantic: Tensor, panoptic: Tensor, style: Tensor | None = None) -> Tensor:
         if not torch.compiler.is_compiling():

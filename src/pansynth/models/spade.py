@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pansynth.choices import CONV_KINDS, NORM_KINDS, ConvKind, NormKind, check_choice
-from pansynth.ops import Backend, ConvPlan, PanopticConv2d, conv_plan
+from pansynth.ops import Backend, ConvPlan, MaskPlan, PanopticConv2d, conv_plan, mask_plan
 from pansynth.ops.maps import downsample_map
 
 __all__ = ["PlanCache", "apply_conv", "make_conv3x3", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
@@ -146,25 +146,31 @@ def apply_conv(conv: nn.Module, x: Tensor, panoptic: Tensor | None, plans: PlanC
 
 
 class PlanCache:
-    """The PyTorch engine's per-map plans of one forward pass, one per scale and kernel size.
+    """The engine's per-map plans of one forward pass, one per scale and kernel size.
 
-    Every panoptic convolution at a scale sees the same map ``P[::s, ::s]``: its irregular
-    windows are found once per forward pass (and reused by the backward pass) instead of once
-    per layer. Built by the generator for each forward call; never shared between calls, so an
-    edited map is never served a stale plan.
+    Every panoptic convolution at a scale sees the same map ``P[::s, ::s]``: what the engine
+    derives from it is computed once per forward pass (and reused by the backward pass) instead
+    of once per layer -- the PyTorch engine's irregular windows (:func:`conv_plan`), or the
+    Triton engine's neighbour mask and scale (:func:`mask_plan`). Built by the generator for
+    each forward call; never shared between calls, so an edited map is never served a stale plan.
 
     Args:
         panoptic (Tensor[N, H, W]): the full-resolution map of this forward pass.
+        engine: ``"torch"`` or ``"triton"``, the engine the convolutions run on.
     """
 
-    def __init__(self, panoptic: Tensor) -> None:
+    def __init__(self, panoptic: Tensor, engine: str = "torch") -> None:
+        if engine not in ("torch", "triton"):
+            raise ValueError(f"engine must be 'torch' or 'triton', got {engine!r}")
         self.panoptic = panoptic
-        self.plans: dict[tuple[tuple[int, int], int], ConvPlan] = {}
+        self.engine = engine
+        self.plans: dict[tuple[tuple[int, int], int], ConvPlan | MaskPlan] = {}
 
-    def get(self, size: tuple[int, int], kernel_size: int) -> ConvPlan:
+    def get(self, size: tuple[int, int], kernel_size: int) -> ConvPlan | MaskPlan:
         key = (tuple(size), kernel_size)
         if key not in self.plans:
-            self.plans[key] = conv_plan(downsample_map(self.panoptic, size), kernel_size)
+            build = mask_plan if self.engine == "triton" else conv_plan
+            self.plans[key] = build(downsample_map(self.panoptic, size), kernel_size)
         return self.plans[key]
 
 

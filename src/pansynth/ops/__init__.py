@@ -12,7 +12,7 @@ from pansynth.ops.maps import (
     semantic_one_hot,
     semantic_to_index,
 )
-from pansynth.ops.masks import neighbour_mask
+from pansynth.ops.masks import MaskPlan, mask_plan, neighbour_mask
 from pansynth.ops.panoptic_conv import (
     ConvPlan,
     PanopticConv2d,
@@ -26,11 +26,13 @@ __all__ = [
     "BACKEND_ENV",
     "Backend",
     "ConvPlan",
+    "MaskPlan",
     "PanopticConv2d",
     "boundary_map",
     "conv_plan",
     "downsample_map",
     "label_channels",
+    "mask_plan",
     "neighbour_mask",
     "panoptic_conv2d",
     "panoptic_conv2d_labels",

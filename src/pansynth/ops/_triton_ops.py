@@ -41,68 +41,68 @@ def _as_channels_last(tensor: Tensor) -> Tensor:
 
 
 # --- convolution (eq. 1-2) ---------------------------------------------------------------------
+# The ops take the neighbour mask and scale of the map (pansynth.ops.masks: computed once per map
+# and kernel size by the caller's plan, shared by the layers of a scale and by their backward
+# passes), not the ids.
 
 
 @torch.library.custom_op(
     "pansynth::panoptic_conv2d_triton",
     mutates_args=(),
-    schema="(Tensor input, Tensor panoptic, Tensor weight, Tensor? bias) -> (Tensor, Tensor)",
+    schema="(Tensor input, Tensor mask, Tensor scale, Tensor weight, Tensor? bias) -> Tensor",
 )
-def _conv2d_forward(input, panoptic, weight, bias):
-    output, scale = _kernels().conv2d_forward(input, panoptic, weight, bias)
-    return _as_channels_last(output), scale.contiguous()
+def _conv2d_forward(input, mask, scale, weight, bias):
+    output, _ = _kernels().conv2d_forward(input, None, weight, bias, neighbours=(mask, scale))
+    return _as_channels_last(output)
 
 
 @_conv2d_forward.register_fake
-def _(input, panoptic, weight, bias):
+def _(input, mask, scale, weight, bias):
     n, _, height, width = input.shape
-    output = _channels_last_empty((n, weight.shape[0], height, width), input.dtype, input.device)
-    return output, input.new_empty((n, height, width), dtype=torch.float32)
+    return _channels_last_empty((n, weight.shape[0], height, width), input.dtype, input.device)
 
 
 @torch.library.custom_op(
     "pansynth::panoptic_conv2d_triton_input_grad",
     mutates_args=(),
-    schema="(Tensor grad_output, Tensor scale, Tensor panoptic, Tensor weight, bool prescaled=False) -> Tensor",
+    schema="(Tensor scaled_grad, Tensor mask, Tensor scale, Tensor weight) -> Tensor",
 )
-def _conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=False):
-    return _as_channels_last(_kernels().conv2d_input_grad(grad_output, scale, panoptic, weight, prescaled=prescaled))
+def _conv2d_input_grad(scaled_grad, mask, scale, weight):
+    grad = _kernels().conv2d_input_grad(scaled_grad, scale, None, weight, prescaled=True, mask=mask)
+    return _as_channels_last(grad)
 
 
 @_conv2d_input_grad.register_fake
-def _(grad_output, scale, panoptic, weight, prescaled=False):
-    n, _, height, width = grad_output.shape
-    return _channels_last_empty((n, weight.shape[1], height, width), grad_output.dtype, grad_output.device)
+def _(scaled_grad, mask, scale, weight):
+    n, _, height, width = scaled_grad.shape
+    return _channels_last_empty((n, weight.shape[1], height, width), scaled_grad.dtype, scaled_grad.device)
 
 
 @torch.library.custom_op(
     "pansynth::panoptic_conv2d_triton_weight_grad",
     mutates_args=(),
-    schema="(Tensor grad_output, Tensor scale, Tensor input, Tensor panoptic, int kernel_size, "
-    "bool prescaled=False) -> Tensor",
+    schema="(Tensor scaled_grad, Tensor input, Tensor mask, Tensor scale, int kernel_size) -> Tensor",
 )
-def _conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
-    grad = _kernels().conv2d_weight_grad(grad_output, scale, input, panoptic, kernel_size, prescaled=prescaled)
+def _conv2d_weight_grad(scaled_grad, input, mask, scale, kernel_size):
+    grad = _kernels().conv2d_weight_grad(scaled_grad, scale, input, None, kernel_size, prescaled=True, mask=mask)
     return grad.float().contiguous()
 
 
 @_conv2d_weight_grad.register_fake
-def _(grad_output, scale, input, panoptic, kernel_size, prescaled=False):
-    shape = (grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
+def _(scaled_grad, input, mask, scale, kernel_size):
+    shape = (scaled_grad.shape[1], input.shape[1], kernel_size, kernel_size)
     return input.new_empty(shape, dtype=torch.float32)
 
 
 def _conv2d_setup_context(ctx, inputs, output) -> None:
-    input, panoptic, weight, bias = inputs
-    scale = output[1]
+    input, mask, scale, weight, bias = inputs
     ctx.bias_dtype = None if bias is None else bias.dtype
-    ctx.mark_non_differentiable(scale)
-    ctx.save_for_backward(input, panoptic, weight, scale)
+    ctx.save_for_backward(input, mask, scale, weight)
 
 
-def _conv2d_backward(ctx, grad_output, _grad_scale):
-    input, panoptic, weight, scale = ctx.saved_tensors
-    need_input, _, need_weight, need_bias = ctx.needs_input_grad
+def _conv2d_backward(ctx, grad_output):
+    input, mask, scale, weight = ctx.saved_tensors
+    need_input, _, _, need_weight, need_bias = ctx.needs_input_grad
     grad_input = grad_weight = grad_bias = None
     if need_bias and ctx.bias_dtype is not None:
         grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
@@ -112,20 +112,21 @@ def _conv2d_backward(ctx, grad_output, _grad_scale):
         scaled = _channels_last_empty(grad_output.shape, input.dtype, grad_output.device)
         scaled = torch.mul(grad_output, scale.unsqueeze(1), out=scaled)
     if need_input:
-        grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(scaled, scale, panoptic, weight, True)
+        grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(scaled, mask, scale, weight)
     if need_weight:
         grad_weight = torch.ops.pansynth.panoptic_conv2d_triton_weight_grad(
-            scaled, scale, input, panoptic, weight.shape[-1], True
+            scaled, input, mask, scale, weight.shape[-1]
         ).to(weight.dtype)
-    return grad_input, None, grad_weight, grad_bias
+    return grad_input, None, None, grad_weight, grad_bias
 
 
 _conv2d_forward.register_autograd(_conv2d_backward, setup_context=_conv2d_setup_context)
 
 
-def conv2d(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Eq. 1-2 on the Triton kernels (checked arguments of one dtype): Tensor[N, O, H, W] channels_last."""
-    return torch.ops.pansynth.panoptic_conv2d_triton(input, panoptic, weight, bias)[0]
+def conv2d(input: Tensor, mask: Tensor, scale: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Eq. 1-2 on the Triton kernels (checked arguments of one dtype; ``mask``, ``scale`` from
+    :func:`pansynth.ops.neighbour_mask` of the map): Tensor[N, O, H, W] channels_last."""
+    return torch.ops.pansynth.panoptic_conv2d_triton(input, mask, scale, weight, bias)
 
 
 # --- upsampling (Algorithm 1) -------------------------------------------------------------------

@@ -28,9 +28,11 @@ from pansynth.ops import _graph_engine, _torch_engine, _triton_ops
 from pansynth.ops._torch_engine import ConvPlan, SparseWindows, conv_plan, irregular_pixels, window_masks
 from pansynth.ops.backend import BACKENDS, Backend, compute_dtype, select_backend
 from pansynth.ops.maps import check_map, map_stride, semantic_to_index
+from pansynth.ops.masks import MaskPlan, mask_plan
 
 __all__ = [
     "ConvPlan",
+    "MaskPlan",
     "PanopticConv2d",
     "conv_plan",
     "irregular_pixels",
@@ -90,7 +92,7 @@ def panoptic_conv2d(
     bias: Tensor | None = None,
     padding: int | None = None,
     *,
-    plan: ConvPlan | None = None,
+    plan: ConvPlan | MaskPlan | None = None,
     backend: Backend = "auto",
 ) -> Tensor:
     """Panoptic-aware partial convolution (paper eq. 1-2), stride 1, same padding.
@@ -106,8 +108,10 @@ def panoptic_conv2d(
         weight (Tensor[O, C, k, k]): filter with an odd kernel size k, of the input's dtype.
         bias (Tensor[O], optional): added after the rescaling.
         padding: must be ``k // 2`` (the default) when given.
-        plan: :func:`conv_plan` of ``panoptic`` and k, shared by every layer fed this map
-            (the PyTorch engine builds one per call without it; the Triton engine needs none).
+        plan: what the engine derives from ``panoptic`` and k, shared by every layer fed this map
+            (each call builds its own without it): :func:`conv_plan` for the PyTorch engine,
+            :func:`~pansynth.ops.masks.mask_plan` (the neighbour mask) for the Triton engine.
+            The graph engine ignores plans.
         backend: ``"auto"`` (the Triton kernels for CUDA tensors once verified there, else
             the PyTorch engine; see :mod:`pansynth.ops.backend`), ``"triton"``, ``"torch"`` or
             ``"graph"`` (plain tensor operations for torch.export and ONNX).
@@ -124,13 +128,21 @@ def panoptic_conv2d(
     """
     _check_conv_args(input, panoptic, weight, bias, padding)
     engine = select_backend(backend, input)
-    if plan is not None:
-        plan.check(panoptic.shape, weight.shape[-1], input.device)
+    kernel_size = weight.shape[-1]
+    if plan is not None and engine != "graph":
+        wanted = MaskPlan if engine == "triton" else ConvPlan
+        if not isinstance(plan, wanted):
+            raise ValueError(
+                f"plan is a {type(plan).__name__} but the {engine} engine runs this call: pass "
+                f"{'mask_plan' if engine == 'triton' else 'conv_plan'}(panoptic, kernel_size), or no plan"
+            )
+        plan.check(panoptic.shape, kernel_size, input.device)
     input, weight, bias = _cast(input, weight, bias)
-    if weight.shape[-1] == 1:
+    if kernel_size == 1:
         return F.conv2d(input, weight, bias)
     if engine == "triton":
-        return _triton_ops.conv2d(input, panoptic, weight, bias)
+        neighbours = plan if plan is not None else mask_plan(panoptic, kernel_size)
+        return _triton_ops.conv2d(input, neighbours.mask, neighbours.scale, weight, bias)
     if engine == "graph":
         return _graph_engine.conv2d(input, panoptic, weight, bias)
     return _torch_engine.conv2d(input, panoptic, weight, bias, plan)
@@ -296,11 +308,12 @@ class PanopticConv2d(nn.Module):
         stride = map_stride(panoptic.shape[-2:], size, "panoptic map")
         return panoptic[..., :: stride[0], :: stride[1]]
 
-    def forward(self, input: Tensor, panoptic: Tensor, plan: ConvPlan | None = None) -> Tensor:
+    def forward(self, input: Tensor, panoptic: Tensor, plan: ConvPlan | MaskPlan | None = None) -> Tensor:
         """input (Tensor[N, C, H, W]), panoptic (Tensor[N, sH, sW]) -> Tensor[N, O, H, W].
 
-        ``plan`` is :func:`conv_plan` of the map at the input's resolution (``P[..., ::s, ::s]``)
-        for this kernel size, shared with the other layers fed that map.
+        ``plan`` is the engine's plan (:func:`conv_plan` or :func:`~pansynth.ops.masks.mask_plan`)
+        of the map at the input's resolution (``P[..., ::s, ::s]``) for this kernel size, shared
+        with the other layers fed that map.
         """
         panoptic = self._panoptic_at(panoptic, input.shape[-2:])
         return panoptic_conv2d(input, panoptic, self.weight, self.bias, plan=plan, backend=self.backend)

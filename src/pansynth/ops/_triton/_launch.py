@@ -60,6 +60,24 @@ def _neighbour_mask(panoptic: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]
     return neighbour_mask(panoptic, kernel_size)
 
 
+def _check_mask(mask, shape: tuple[int, ...], against: str) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.int32 or tuple(mask.shape) != shape:
+        raise ValueError(f"mask must be {shape} int32 (from neighbour_mask) to match {against}, got {_describe(mask)}")
+    return mask.contiguous()
+
+
+def _mask_and_scale(
+    panoptic, neighbours, kernel_size: int, shape: tuple[int, ...], against: str
+) -> tuple[Tensor, Tensor]:
+    """The neighbour mask and scale: given (``neighbours``, a plan's), or computed from the ids."""
+    if neighbours is None:
+        _check_ids(panoptic, "panoptic", shape, against)
+        return _neighbour_mask(panoptic, kernel_size)
+    mask, scale = neighbours
+    _check_scale(scale, shape)
+    return _check_mask(mask, shape, against), scale.to(torch.float32).contiguous()
+
+
 def _kernels() -> ModuleType:
     # The jit kernels are defined on first launch, when the interpreter setting is known.
     from pansynth.ops._triton import _kernels as kernels
@@ -201,14 +219,24 @@ def _multiprocessors(device: torch.device) -> int:
 # --- partial convolution ------------------------------------------------------------------------
 
 
-def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+def conv2d_forward(
+    input: Tensor,
+    panoptic: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    *,
+    neighbours: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Panoptic-aware partial convolution (eq. 1-2), stride 1, same padding, one fused kernel.
 
     Args:
         input (Tensor[N, C, H, W]): float32, bfloat16 or float16, any strides (channels_last is read in place).
-        panoptic (Tensor[N, H, W]): integer ids (compared as int64).
-        weight (Tensor[O, C, k, k]): k in 1, 3, 5; cast to the input dtype.
+        panoptic (Tensor[N, H, W]): integer ids (compared as int64); None with ``neighbours``.
+        weight (Tensor[O, C, k, k]): k in 1, 3, 5; cast to the input dtype. A channels_last
+            weight of the input's dtype is read in place (no per-call re-layout).
         bias (Tensor[O], optional): added after the rescaling, in fp32.
+        neighbours: ``(mask, scale)`` of :func:`pansynth.ops.neighbour_mask` for this map and
+            kernel size (a plan shared by the layers of a scale), instead of computing them here.
 
     Returns:
         ``(output, scale)``: output (Tensor[N, O, H, W], channels_last, input dtype) is
@@ -217,19 +245,18 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
     """
     _check_features(input, "input", "(N, C, H, W)")
     n, channels, height, width = input.shape
-    _check_ids(panoptic, "panoptic", (n, height, width), "the input")
     kernel_size = _check_weight(weight, channels)
     out_channels = weight.shape[0]
     if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (out_channels,)):
         raise ValueError(f"bias must be ({out_channels},) to match the weight, got {_describe(bias)}")
-    _check_devices(input, "the input", panoptic=panoptic, weight=weight, bias=bias)
+    mask, scale = _mask_and_scale(panoptic, neighbours, kernel_size, (n, height, width), "the input")
+    _check_devices(input, "the input", mask=mask, weight=weight, bias=bias)
     device, dtype = input.device, input.dtype
     output = _nhwc_empty(n, height, width, out_channels, dtype, device)
     pixels = n * height * width
     if pixels == 0:
-        return output, torch.empty((n, height, width), dtype=torch.float32, device=device)
+        return output, scale
     x = _nhwc_contiguous(input)
-    mask, scale = _neighbour_mask(panoptic, kernel_size)
     # (O, k*k*C), K-major: column t*C + c holds W[:, c, t] -- the B operand of the implicit GEMM.
     weight_rows = weight.to(dtype).permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
     bias_values = bias.to(torch.float32).contiguous() if bias is not None else scale
@@ -249,7 +276,13 @@ def conv2d_forward(input: Tensor, panoptic: Tensor, weight: Tensor, bias: Tensor
 
 
 def conv2d_input_grad(
-    grad_output: Tensor, scale: Tensor, panoptic: Tensor, weight: Tensor, prescaled: bool = False
+    grad_output: Tensor,
+    scale: Tensor,
+    panoptic: Tensor | None,
+    weight: Tensor,
+    prescaled: bool = False,
+    *,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Gradient of eq. 2 with respect to its input, one fused kernel.
 
@@ -260,9 +293,10 @@ def conv2d_input_grad(
     Args:
         grad_output (Tensor[N, O, H, W]): float32, bfloat16 or float16, any strides.
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
-        panoptic (Tensor[N, H, W]): integer ids.
+        panoptic (Tensor[N, H, W]): integer ids; None with ``mask``.
         weight (Tensor[O, C, k, k]): cast to grad_output's dtype.
         prescaled: grad_output is g~ already (the caller multiplied it by the scale once for both gradients).
+        mask (Tensor[N, H, W] int32, optional): :func:`pansynth.ops.neighbour_mask` of the map (a plan's).
 
     Returns:
         Tensor[N, C, H, W] in grad_output's dtype, channels_last.
@@ -275,16 +309,16 @@ def conv2d_input_grad(
     if in_channels == 0:
         raise ValueError(f"weight must have at least one input channel, got {_describe(weight)}")
     kernel_size = _check_weight(weight, in_channels, out_channels)
-    _check_ids(panoptic, "panoptic", (n, height, width), "grad_output")
     _check_scale(scale, (n, height, width))
-    _check_devices(grad_output, "grad_output", panoptic=panoptic, weight=weight, scale=scale)
+    neighbours = None if mask is None else (mask, scale)
+    mask, _ = _mask_and_scale(panoptic, neighbours, kernel_size, (n, height, width), "grad_output")
+    _check_devices(grad_output, "grad_output", mask=mask, weight=weight, scale=scale)
     device, dtype = grad_output.device, grad_output.dtype
     grad_input = _nhwc_empty(n, height, width, in_channels, dtype, device)
     pixels = n * height * width
     if pixels == 0:
         return grad_input
     g = _nhwc_contiguous(grad_output) if prescaled else _prescaled(grad_output, scale, dtype)
-    mask, _ = _neighbour_mask(panoptic, kernel_size)
     # (C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
     weight_rows = weight.to(dtype).flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, -1).contiguous()
 
@@ -315,7 +349,14 @@ def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[
 
 
 def conv2d_weight_grad(
-    grad_output: Tensor, scale: Tensor, input: Tensor, panoptic: Tensor, kernel_size: int, prescaled: bool = False
+    grad_output: Tensor,
+    scale: Tensor,
+    input: Tensor,
+    panoptic: Tensor | None,
+    kernel_size: int,
+    prescaled: bool = False,
+    *,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Gradient of eq. 2 with respect to the weight: ``grad_W_t = sum_p M_t(p) g~[p] x[p + d_t]^T``.
 
@@ -325,9 +366,10 @@ def conv2d_weight_grad(
     Args:
         grad_output (Tensor[N, O, H, W]), input (Tensor[N, C, H, W]): float32, bfloat16 or float16.
         scale (Tensor[N, H, W]): k²/sum(M) from :func:`conv2d_forward`.
-        panoptic (Tensor[N, H, W]): integer ids.
+        panoptic (Tensor[N, H, W]): integer ids; None with ``mask``.
         kernel_size: 1, 3 or 5.
         prescaled: grad_output is g~ already.
+        mask (Tensor[N, H, W] int32, optional): :func:`pansynth.ops.neighbour_mask` of the map (a plan's).
 
     Returns:
         Tensor[O, C, k, k] float32.
@@ -342,9 +384,10 @@ def conv2d_weight_grad(
             f"got {_describe(input)}"
         )
     _check_kernel_size(kernel_size)
-    _check_ids(panoptic, "panoptic", (n, height, width), "grad_output")
     _check_scale(scale, (n, height, width))
-    _check_devices(grad_output, "grad_output", input=input, panoptic=panoptic, scale=scale)
+    neighbours = None if mask is None else (mask, scale)
+    mask, _ = _mask_and_scale(panoptic, neighbours, kernel_size, (n, height, width), "grad_output")
+    _check_devices(grad_output, "grad_output", input=input, mask=mask, scale=scale)
     device = grad_output.device
     taps = kernel_size * kernel_size
     pixels = n * height * width
@@ -353,7 +396,6 @@ def conv2d_weight_grad(
     dtype = torch.promote_types(grad_output.dtype, input.dtype)
     g = _nhwc_contiguous(grad_output, dtype) if prescaled else _prescaled(grad_output, scale, dtype)
     x = _nhwc_contiguous(input, dtype)
-    mask, _ = _neighbour_mask(panoptic, kernel_size)
     splits, per_split = _weight_grad_splits(pixels, taps * _cdiv(out_channels, 64) * _cdiv(in_channels, 64), device)
     partial = torch.empty((splits, taps, out_channels, in_channels), dtype=torch.float32, device=device)
 
