@@ -184,6 +184,11 @@ def stand_in_kernels(calls: Counter) -> types.ModuleType:
         shape = (grad_output.shape[1], input.shape[1], kernel_size, kernel_size)
         return masked_conv_grads_from_bits(grad_output, input.to(grad_output.dtype), mask, shape, None).float()
 
+    def conv2d_grad_prescale(grad_output, scale, dtype, with_bias):
+        calls["conv2d_grad_prescale"] += 1
+        scaled = (grad_output.float() * scale.unsqueeze(1)).to(dtype).contiguous(memory_format=torch.channels_last)
+        return scaled, grad_output.sum((0, 2, 3), dtype=torch.float32) if with_bias else None
+
     def upsample_forward(features, panoptic_low, panoptic_high):
         calls["upsample_forward"] += 1
         upsampled, choice = engine.upsample_forward(features, panoptic_low, panoptic_high)
@@ -194,7 +199,8 @@ def stand_in_kernels(calls: Counter) -> types.ModuleType:
         return engine.upsample_backward(grad_upsampled, choice, low_size)
 
     kernels.is_available = lambda device: True
-    for function in (conv2d_forward, conv2d_input_grad, conv2d_weight_grad, upsample_forward, upsample_backward):
+    functions = (conv2d_forward, conv2d_grad_prescale, conv2d_input_grad, conv2d_weight_grad)
+    for function in (*functions, upsample_forward, upsample_backward):
         setattr(kernels, function.__name__, function)
     return kernels
 
@@ -228,7 +234,7 @@ def test_triton_conv_operator_forward_and_gradients(calls, with_bias):
     for grad, expected_grad, leaf in zip(grads, expected_grads, leaves):
         assert grad.dtype == leaf.dtype
         torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-5)
-    assert calls == Counter(conv2d_forward=1, conv2d_input_grad=1, conv2d_weight_grad=1)
+    assert calls == Counter(conv2d_forward=1, conv2d_grad_prescale=1, conv2d_input_grad=1, conv2d_weight_grad=1)
 
 
 def test_triton_conv_operator_reads_a_given_mask_plan(calls, monkeypatch):
@@ -265,7 +271,7 @@ def test_triton_conv_operator_skips_unneeded_gradients(calls):
     weight = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
     out = panoptic_conv2d(torch.randn(1, 3, 5, 5, generator=g), panoptic, weight, backend="triton")
     out.sum().backward()
-    assert calls == Counter(conv2d_forward=1, conv2d_weight_grad=1)
+    assert calls == Counter(conv2d_forward=1, conv2d_grad_prescale=1, conv2d_weight_grad=1)
 
 
 def test_triton_upsample_operator(calls):

@@ -108,6 +108,8 @@ def opcheck_cases(with_triton: bool):
             cases += [
                 ("panoptic_conv2d_triton", (x, mask, scale, weight, bias)),
                 ("panoptic_conv2d_triton", (x, mask, scale, weight, None)),
+                ("panoptic_conv2d_triton_grad_prescale", (grad, scale, torch.bfloat16, True)),
+                ("panoptic_conv2d_triton_grad_prescale", (grad, scale, torch.float32, False)),
                 ("panoptic_conv2d_triton_input_grad", (scaled_grad, mask, scale, weight.detach())),
                 ("panoptic_conv2d_triton_weight_grad", (scaled_grad, x.detach(), mask, scale, 3)),
                 ("panoptic_upsample_triton", (features, panoptic_low, panoptic_high)),

@@ -170,6 +170,36 @@ def test_conv_forward_matches_eq2(shape, kernel_size):
     torch.testing.assert_close(scale.cpu().double(), expected_scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_grad_prescale_is_g_times_scale_in_nhwc_and_the_bias_gradient(dtype, layout):
+    """The backward's one pass over g: g~ = g * k²/sum(M) rounded once to the input's dtype (as
+    fp32 g * s, then a cast), dense NHWC whatever g's layout, and sum_{n,y,x} g of eq. 2's bias."""
+    g_ = torch.Generator().manual_seed(41)
+    n, o, h, w = 2, 19, 5, 7
+    grad = torch.randn(n, o, h, w, generator=g_).to(dtype)
+    if layout == "channels_last":
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":  # a view with a gap in every stride
+        grad = torch.randn(n, 2 * o, h, 2 * w, generator=g_).to(dtype)[:, ::2, :, ::2]
+    scale = 9 / torch.randint(1, 10, (n, h, w), generator=g_).float()
+    grad_d, scale_d = on_device(grad, scale)
+    scaled, bias = _triton.conv2d_grad_prescale(grad_d, scale_d, dtype, True)
+    literal = torch.empty(n, o, h, w, dtype=dtype)
+    for b, c, y, x in torch.cartesian_prod(*(torch.arange(size) for size in (n, o, h, w))).tolist():
+        literal[b, c, y, x] = (grad[b, c, y, x].float() * scale[b, y, x]).to(dtype)
+    assert scaled.dtype == dtype and scaled.stride() == (h * w * o, 1, w * o, o)
+    # Triton's interpreter truncates fp32 -> bf16 (a GPU rounds to nearest even, as torch): one ulp there.
+    ulp = 2**-7 if dtype == torch.bfloat16 and DEVICE == "cpu" else 0
+    torch.testing.assert_close(scaled.cpu(), literal, rtol=ulp, atol=0)
+    expected_bias = grad.double().sum((0, 2, 3))
+    assert bias.dtype == torch.float32
+    torch.testing.assert_close(bias.cpu().double(), expected_bias, rtol=1e-6, atol=1e-5)
+    scaled_fp32, no_bias = _triton.conv2d_grad_prescale(grad_d, scale_d, torch.float32, False)
+    assert no_bias is None and scaled_fp32.dtype == torch.float32
+    torch.testing.assert_close(scaled_fp32.cpu(), grad.float() * scale.unsqueeze(1), rtol=0, atol=0)
+
+
 def test_conv_launchers_read_a_given_neighbour_mask_and_check_it():
     """``neighbours=`` / ``mask=`` (a plan's mask of the map) give the results of the ids, and a
     mask of the wrong type or shape, or a channels_last weight, is handled: errors name the argument."""

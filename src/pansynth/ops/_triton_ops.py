@@ -94,6 +94,24 @@ def _(scaled_grad, input, mask, scale, kernel_size):
     return input.new_empty(shape, dtype=torch.float32)
 
 
+@torch.library.custom_op(
+    "pansynth::panoptic_conv2d_triton_grad_prescale",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor scale, ScalarType dtype, bool with_bias) -> (Tensor, Tensor)",
+)
+def _conv2d_grad_prescale(grad_output, scale, dtype, with_bias):
+    scaled, grad_bias = _kernels().conv2d_grad_prescale(grad_output, scale, dtype, with_bias)
+    if grad_bias is None:
+        grad_bias = grad_output.new_empty((0,), dtype=torch.float32)
+    return _as_channels_last(scaled), grad_bias
+
+
+@_conv2d_grad_prescale.register_fake
+def _(grad_output, scale, dtype, with_bias):
+    scaled = _channels_last_empty(grad_output.shape, dtype, grad_output.device)
+    return scaled, grad_output.new_empty((grad_output.shape[1] if with_bias else 0,), dtype=torch.float32)
+
+
 def _conv2d_setup_context(ctx, inputs, output) -> None:
     input, mask, scale, weight, bias = inputs
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -103,14 +121,23 @@ def _conv2d_setup_context(ctx, inputs, output) -> None:
 def _conv2d_backward(ctx, grad_output):
     input, mask, scale, weight = ctx.saved_tensors
     need_input, _, _, need_weight, need_bias = ctx.needs_input_grad
-    grad_input = grad_weight = grad_bias = None
-    if need_bias and ctx.bias_dtype is not None:
-        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
-    if need_input or need_weight:
-        # g~ = g * k²/sum(M), once for both gradients, written in the kernels' layout (one pass in eager
-        # mode, fused with whatever made g under torch.compile); rounded to the input's dtype.
+    need_bias = need_bias and ctx.bias_dtype is not None
+    grad_input = grad_weight = grad_bias = scaled = None
+    if (need_input or need_weight) and not torch.compiler.is_compiling():
+        # Eager: one kernel reads g once for g~ = g * k²/sum(M) (both gradients read it, in their
+        # NHWC layout, rounded to the input's dtype) and for the bias gradient.
+        scaled, grad_bias = torch.ops.pansynth.panoptic_conv2d_triton_grad_prescale(
+            grad_output, scale, input.dtype, need_bias
+        )
+        grad_bias = grad_bias if need_bias else None
+    elif need_input or need_weight:
+        # Compiled: the same as tensor ops, which Inductor fuses with whatever made g.
         scaled = _channels_last_empty(grad_output.shape, input.dtype, grad_output.device)
         scaled = torch.mul(grad_output, scale.unsqueeze(1), out=scaled)
+    if need_bias and grad_bias is None:
+        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32)
+    if need_bias:
+        grad_bias = grad_bias.to(ctx.bias_dtype)
     if need_input:
         grad_input = torch.ops.pansynth.panoptic_conv2d_triton_input_grad(scaled, mask, scale, weight)
     if need_weight:

@@ -4,8 +4,9 @@ Public functions (the dispatch of ``pansynth.ops`` calls them; each checks its a
 lays the tensors out and launches one kernel):
 
 - :func:`conv2d_forward` -- eq. 1-2, returns the output and the scale k²/sum(M);
-- :func:`conv2d_input_grad`, :func:`conv2d_weight_grad` -- its gradients (the bias gradient
-  is ``grad_output.sum((0, 2, 3))``, left to the caller);
+- :func:`conv2d_input_grad`, :func:`conv2d_weight_grad` -- its gradients, which read the
+  pre-scaled gradient g~ of :func:`conv2d_grad_prescale` (one pass over g: g~ in NHWC and the
+  bias gradient);
 - :func:`upsample_forward`, :func:`upsample_backward` -- Algorithm 1 and its gradient;
 - :func:`is_available` -- whether the kernels can run on a device.
 
@@ -83,6 +84,7 @@ without one (done: all variants compile; 4-100 KB of shared memory per program).
 
 from pansynth.ops._triton._launch import (
     conv2d_forward,
+    conv2d_grad_prescale,
     conv2d_input_grad,
     conv2d_weight_grad,
     is_available,
@@ -92,6 +94,7 @@ from pansynth.ops._triton._launch import (
 
 __all__ = [
     "conv2d_forward",
+    "conv2d_grad_prescale",
     "conv2d_input_grad",
     "conv2d_weight_grad",
     "is_available",

@@ -177,6 +177,49 @@ def panoptic_conv_weight_grad_kernel(
     )
 
 
+@triton.jit
+def panoptic_conv_grad_prescale_kernel(
+    g_ptr,  # grad_output as (N, H, W, O) view: any strides
+    scale_ptr,  # (N*H*W,) float32: k²/sum(M)
+    out_ptr,  # g~ = g * scale: (N*H*W, O) contiguous, in the dtype the gradient kernels read
+    bias_ptr,  # (cdiv(N*H*W, BLOCK_P), O) float32: per-block column sums of g (read when HAS_BIAS)
+    H,
+    W,
+    O,
+    M,  # N*H*W
+    stride_gn,
+    stride_gh,
+    stride_gw,
+    stride_go,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+):
+    """One pass over the gradient for the backward: g~ in the kernels' NHWC layout (whatever the
+    layout of g), and the bias gradient's partial sums of the unscaled g (fp32)."""
+    pid_p = tl.program_id(0)
+    pid_o = tl.program_id(1)
+    rp = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ro = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    valid = rp < M
+    ro_valid = ro < O
+    n = rp // (H * W)
+    rest = rp % (H * W)
+    y = rest // W
+    x = rest % W
+    both = valid[:, None] & ro_valid[None, :]
+    g = tl.load(
+        g_ptr + (n * stride_gn + y * stride_gh + x * stride_gw)[:, None] + ro[None, :] * stride_go,
+        mask=both,
+        other=0.0,
+    ).to(tl.float32)
+    scale = tl.load(scale_ptr + rp, mask=valid, other=0.0)
+    scaled = (g * scale[:, None]).to(out_ptr.dtype.element_ty)  # round to nearest even on a GPU
+    tl.store(out_ptr + rp[:, None] * O + ro[None, :], scaled, mask=both)
+    if HAS_BIAS:
+        tl.store(bias_ptr + pid_p * O + ro, tl.sum(g, axis=0), mask=ro_valid)
+
+
 # --- panoptic upsampling (Algorithm 1) ----------------------------------------------------------
 
 
@@ -381,8 +424,12 @@ INTERPRETER_CONFIGS = {
     "conv": {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "NUM_STAGES": 1},
     "weight_grad": {"BLOCK_P": 16, "BLOCK_O": 16, "BLOCK_C": 16, "NUM_STAGES": 1},
     "upsample": {"BLOCK_P": 32, "BLOCK_C": 16},
+    "prescale": {"BLOCK_P": 16, "BLOCK_O": 16},
 }
+# The gradient's pre-scaling is a bandwidth-bound pass: one configuration (BLOCK_O follows O).
+PRESCALE_CONFIG = {"BLOCK_P": 64, "BLOCK_O": 128, "num_warps": 4}
 
+conv_grad_prescale = panoptic_conv_grad_prescale_kernel
 if INTERPRET:
     conv = panoptic_conv_kernel
     conv_weight_grad = panoptic_conv_weight_grad_kernel

@@ -336,6 +336,45 @@ def conv2d_input_grad(
     return grad_input
 
 
+def conv2d_grad_prescale(
+    grad_output: Tensor, scale: Tensor, dtype: torch.dtype, with_bias: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The backward's one pass over the gradient: ``(g~, grad_bias)``.
+
+    g~ = grad_output * k²/sum(M) (computed in fp32, rounded to ``dtype``) as a dense channels_last
+    tensor, which both gradient kernels read, and, with ``with_bias``, the bias gradient
+    ``grad_output.sum((0, 2, 3))`` in fp32 (per-block column sums added afterwards).
+
+    Args:
+        grad_output (Tensor[N, O, H, W]): float32, bfloat16 or float16, any strides.
+        scale (Tensor[N, H, W]): float32 k²/sum(M).
+    """
+    _check_features(grad_output, "grad_output", "(N, O, H, W)")
+    n, out_channels, height, width = grad_output.shape
+    _check_scale(scale, (n, height, width))
+    _check_devices(grad_output, "grad_output", scale=scale)
+    device = grad_output.device
+    scaled = _nhwc_empty(n, height, width, out_channels, dtype, device)
+    pixels = n * height * width
+    if pixels == 0:
+        zeros = torch.zeros(out_channels, dtype=torch.float32, device=device)
+        return scaled, zeros if with_bias else None
+    kernels = _kernels()
+    meta = dict(kernels.INTERPRETER_CONFIGS["prescale"] if kernels.INTERPRET else kernels.PRESCALE_CONFIG)
+    meta["BLOCK_O"] = min(meta["BLOCK_O"], max(16, 1 << (out_channels - 1).bit_length()))
+    blocks = _cdiv(pixels, meta["BLOCK_P"])
+    partial = torch.empty((blocks, out_channels) if with_bias else (1,), dtype=torch.float32, device=device)
+    scale = scale.to(torch.float32).contiguous()
+    with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+        kernels.conv_grad_prescale[(blocks, _cdiv(out_channels, meta["BLOCK_O"]))](
+            grad_output, scale, scaled, partial,
+            height, width, out_channels, pixels,
+            *_nhwc_strides(grad_output),
+            HAS_BIAS=with_bias, **meta,
+        )  # fmt: skip
+    return scaled, partial.sum(0) if with_bias else None
+
+
 def _weight_grad_splits(pixels: int, tiles: int, device: torch.device) -> tuple[int, int]:
     """(splits, pixels per split) of the pixel reduction: enough programs to fill the GPU
     (about 4 per multiprocessor) when taps x O-blocks x C-blocks alone do not."""
