@@ -48,7 +48,7 @@ def test_variants_cover_every_kernel_dtype_and_configuration():
     configs = {
         "conv_forward": _kernels.CONV_CONFIGS, "conv_input_grad": _kernels.CONV_CONFIGS,
         "conv_weight_grad": _kernels.WEIGHT_GRAD_CONFIGS, "upsample_forward": _kernels.UPSAMPLE_CONFIGS,
-        "upsample_backward": _kernels.UPSAMPLE_CONFIGS,
+        "upsample_backward": _kernels.UPSAMPLE_CONFIGS, "conv_grad_prescale": _kernels.PRESCALE_CONFIGS,
     }  # fmt: skip
     expected = {(name, dtype, i) for name, c in configs.items() for i in range(len(c)) for dtype in report.DTYPES}
     assert set(report.variants()) == expected and len(report.variants()) == len(expected)
@@ -85,3 +85,4 @@ def test_every_kernel_dtype_and_configuration_compiles_for_sm90():
         assert row["main_loops"] == 1 and row["registers"] <= 128 and row["spills"] == 0, row
     assert by_name[("conv_weight_grad", "bf16", "128x128x64, 8 warps, 2 stages")]["loop_instructions"] <= 300
     assert all(row["wgmma"] for row in rows if row["kernel"] in ("conv_forward", "conv_input_grad"))
+    assert all(row["spills"] == 0 for row in rows if row["kernel"] == "conv_grad_prescale")

@@ -426,8 +426,9 @@ INTERPRETER_CONFIGS = {
     "upsample": {"BLOCK_P": 32, "BLOCK_C": 16},
     "prescale": {"BLOCK_P": 16, "BLOCK_O": 16},
 }
-# The gradient's pre-scaling is a bandwidth-bound pass: one configuration (BLOCK_O follows O).
-PRESCALE_CONFIG = {"BLOCK_P": 64, "BLOCK_O": 128, "num_warps": 4}
+# The gradient's pre-scaling is a bandwidth-bound pass: one configuration (the launcher narrows
+# BLOCK_O to the channel count).
+PRESCALE_CONFIGS = [triton.Config({"BLOCK_P": 64, "BLOCK_O": 128}, num_warps=8, num_stages=1)]
 
 conv_grad_prescale = panoptic_conv_grad_prescale_kernel
 if INTERPRET:

@@ -360,7 +360,11 @@ def conv2d_grad_prescale(
         zeros = torch.zeros(out_channels, dtype=torch.float32, device=device)
         return scaled, zeros if with_bias else None
     kernels = _kernels()
-    meta = dict(kernels.INTERPRETER_CONFIGS["prescale"] if kernels.INTERPRET else kernels.PRESCALE_CONFIG)
+    if kernels.INTERPRET:
+        meta = dict(kernels.INTERPRETER_CONFIGS["prescale"])
+    else:
+        config = kernels.PRESCALE_CONFIGS[0]
+        meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
     meta["BLOCK_O"] = min(meta["BLOCK_O"], max(16, 1 << (out_channels - 1).bit_length()))
     blocks = _cdiv(pixels, meta["BLOCK_P"])
     partial = torch.empty((blocks, out_channels) if with_bias else (1,), dtype=torch.float32, device=device)

@@ -40,6 +40,7 @@ QUICK_CONFIGS = {
     "conv_weight_grad": [(64, 64, 64, 4, 3), (128, 128, 64, 8, 2)],
     "upsample_forward": [(64, 128, 8, 2)],
     "upsample_backward": [(64, 128, 8, 2)],
+    "conv_grad_prescale": [(64, 128, 8, 1)],
 }
 
 
@@ -85,6 +86,8 @@ def kernel_specs() -> list[tuple[str, object, list, dict[str, str], dict]]:
          dict(stride_fc=1)),
         ("upsample_backward", _kernels.panoptic_upsample_backward_kernel, _kernels.UPSAMPLE_CONFIGS,
          {"g_ptr": "D", "choice_ptr": "*u8", "out_ptr": "D"}, dict(stride_gc=1)),
+        ("conv_grad_prescale", _kernels.panoptic_conv_grad_prescale_kernel, _kernels.PRESCALE_CONFIGS,
+         {"g_ptr": "D", "scale_ptr": "*fp32", "out_ptr": "D", "bias_ptr": "*fp32"}, dict(HAS_BIAS=True, stride_go=1)),
     ]  # fmt: skip
 
 
