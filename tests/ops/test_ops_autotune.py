@@ -172,3 +172,25 @@ def test_upsample_pruning_and_the_autotuner_hooks_read_the_launch():
     assert K._prune_weight_grad(K.WEIGHT_GRAD_CONFIGS, args, KSIZE=5) == expected
     args = {"out_ptr": x, "C": 64, "M": 4096}
     assert K._prune_upsample(K.UPSAMPLE_CONFIGS, args) == K.upsample_configs(K.UPSAMPLE_CONFIGS, 64, 4096)
+
+
+def test_the_autotuners_key_on_kernel_arguments_and_hand_the_launch_to_the_pruning():
+    for kernel, configs, key, _ in K.AUTOTUNED.values():
+        assert set(key) <= set(kernel.arg_names) and "M" in key, key  # Triton skips unknown key names silently
+        assert configs
+    # A launch's positional arguments, in the launchers' order (_launch.py), reach the hooks by name.
+    x = torch.empty(0, dtype=torch.bfloat16)
+    cases = {
+        "conv": ((x, x, x, x, x, x, 16, 32, 1024, 1024, BATCH * 16 * 32), {"KSIZE": 3, "FORWARD": True},
+                 K.conv_configs(K.CONV_CONFIGS, 1024, 1024, BATCH * 16 * 32, 2)),
+        "conv_weight_grad": ((x, x, x, x, 512, 64, 64, 4096, 512), {"KSIZE": 3},
+                             K.weight_grad_configs(K.WEIGHT_GRAD_CONFIGS, 64, 64, 4096, 512, 9)),
+        "upsample": ((x, x, x, x, x, 8, 16, 1024, BATCH * 16 * 32), {},
+                     K.upsample_configs(K.UPSAMPLE_CONFIGS, 1024, BATCH * 16 * 32)),
+        "upsample_backward": ((x, x, x, 8, 16, 64, BATCH * 8 * 16), {},
+                              K.upsample_configs(K.UPSAMPLE_CONFIGS, 64, BATCH * 8 * 16)),
+    }  # fmt: skip
+    for name, (args, meta, expected) in cases.items():
+        tuner = K.autotuned(name)
+        tuner.nargs = dict(zip(tuner.arg_names, args))
+        assert tuner.prune_configs(meta) == expected, name

@@ -536,29 +536,38 @@ INTERPRETER_CONFIGS = {
     "upsample": {"BLOCK_P": 32, "BLOCK_C": 16},
 }
 
+# kernel name (as the launchers look it up) -> (jit kernel, configurations, autotune key, pruning hook).
+# The keys are kernel arguments (Triton ignores any other name) and hold M, the pixel count.
+AUTOTUNED = {
+    "conv": (
+        panoptic_conv_kernel,
+        CONV_CONFIGS,
+        ["C", "O", "H", "W", "M", "KSIZE", "FORWARD", "INT32_OFFSETS"],
+        _prune_conv,
+    ),
+    "conv_weight_grad": (
+        panoptic_conv_weight_grad_kernel,
+        WEIGHT_GRAD_CONFIGS,
+        ["C", "O", "M", "W", "KSIZE", "INT32_OFFSETS"],
+        _prune_weight_grad,
+    ),
+    "upsample": (panoptic_upsample_kernel, UPSAMPLE_CONFIGS, ["C", "h", "w", "M"], _prune_upsample),
+    "upsample_backward": (panoptic_upsample_backward_kernel, UPSAMPLE_CONFIGS, ["C", "h", "w", "M"], _prune_upsample),
+}
+
+
+def autotuned(name: str):
+    """The ``triton.autotune`` wrapper of one kernel of :data:`AUTOTUNED`."""
+    kernel, configs, key, prune = AUTOTUNED[name]
+    return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": prune})(kernel)
+
+
 if INTERPRET:
     conv = panoptic_conv_kernel
     conv_weight_grad = panoptic_conv_weight_grad_kernel
     upsample = panoptic_upsample_kernel
     upsample_backward = panoptic_upsample_backward_kernel
 else:
-    conv = triton.autotune(
-        CONV_CONFIGS,
-        key=["C", "O", "H", "W", "M", "KSIZE", "FORWARD", "INT32_OFFSETS"],
-        prune_configs_by={"early_config_prune": _prune_conv},
-    )(panoptic_conv_kernel)
-    conv_weight_grad = triton.autotune(
-        WEIGHT_GRAD_CONFIGS,
-        key=["C", "O", "M", "W", "KSIZE", "INT32_OFFSETS"],
-        prune_configs_by={"early_config_prune": _prune_weight_grad},
-    )(panoptic_conv_weight_grad_kernel)
-    upsample = triton.autotune(
-        UPSAMPLE_CONFIGS,
-        key=["C", "h", "w", "M"],
-        prune_configs_by={"early_config_prune": _prune_upsample},
-    )(panoptic_upsample_kernel)
-    upsample_backward = triton.autotune(
-        UPSAMPLE_CONFIGS,
-        key=["C", "h", "w", "M"],
-        prune_configs_by={"early_config_prune": _prune_upsample},
-    )(panoptic_upsample_backward_kernel)
+    conv, conv_weight_grad, upsample, upsample_backward = (
+        autotuned(name) for name in ("conv", "conv_weight_grad", "upsample", "upsample_backward")
+    )
