@@ -334,6 +334,29 @@ def conv_shared_bytes(config, element_size: int) -> int:
     return config.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
 
 
+def fit_blocks(configs, limits: dict[str, tuple[int, int]], keep=lambda config: True) -> list:
+    """The configurations whose blocks fit the padded problem (``limits``: block name -> (problem size,
+    floor), BLOCK <= max(floor, next power of 2 of the size)) and that ``keep``; if none does, the one
+    with the smallest blocks (always launchable)."""
+    kept = [
+        config
+        for config in configs
+        if all(config.kwargs[block] <= max(floor, _next_power_of_2(size)) for block, (size, floor) in limits.items())
+        and keep(config)
+    ]
+    return kept or [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
+
+
+def _prune(limits: dict[str, tuple[str, int]]):
+    """An autotune hook applying the block-size rule alone: ``limits`` maps a block to (the name of the
+    launch argument holding its problem size, floor)."""
+
+    def prune(configs, named_args, **kwargs):
+        return fit_blocks(configs, {block: (named_args[dim], floor) for block, (dim, floor) in limits.items()})
+
+    return prune
+
+
 def select_configs(
     configs,
     limits: dict[str, tuple[int, int]],
@@ -356,17 +379,12 @@ def select_configs(
         shared_bytes: config -> shared memory it needs (None: not checked), against ``shared_limit``.
     """
 
-    def fits(config):
-        kw = config.kwargs
-        if any(kw[block] > max(floor, _next_power_of_2(size)) for block, (size, floor) in limits.items()):
-            return False
-        if wide is not None and kw[wide[0]] >= 128 and wide[1] < WIDE_K_CHANNELS:
+    def launchable(config):
+        if wide is not None and config.kwargs[wide[0]] >= 128 and wide[1] < WIDE_K_CHANNELS:
             return False
         return shared_bytes is None or shared_bytes(config) <= shared_limit
 
-    kept = [config for config in configs if fits(config)]
-    if not kept:  # the smallest blocks: always launchable
-        return [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
+    kept = fit_blocks(configs, limits, launchable)
 
     def area(config):
         return config.kwargs[tile[0]] * config.kwargs[tile[1]]
