@@ -133,3 +133,21 @@ def test_each_engine_is_handed_its_gradient_in_the_layout_of_its_output(monkeypa
         (False, True),
         (True, False),
     ]
+
+    # The upsampling rows: hole filling on each engine, and nearest interpolation.
+    seen.clear()
+
+    class RecordingUpsample(bench.HoleFillingUpsample):
+        forward = recording(bench.HoleFillingUpsample.forward)
+
+    monkeypatch.setattr(bench, "HoleFillingUpsample", RecordingUpsample)
+    monkeypatch.setattr(bench.F, "interpolate", recording(bench.F.interpolate))
+    full = bench.scene_panoptic(16, 32, batch=2)
+    features = torch.randn(2, 4, 2, 4)
+    for engine in engines:
+        bench._panoptic_upsample_ms(features, full[:, ::8, ::8], full[:, ::4, ::4], engine, True, "cpu", 1)
+    bench._nearest_ms(features, True, "cpu", 1)
+    triton_row = [(True, False)] if "triton" in engines else []
+    assert [(channels_last, contiguous) for channels_last, contiguous, _ in seen] == [
+        (False, True), *triton_row, (False, True)
+    ]  # fmt: skip
