@@ -306,9 +306,9 @@ def panoptic_upsample_backward_kernel(
 # - the convolution's pipeline buffers, stages x (BLOCK_M + BLOCK_N) x BLOCK_K elements, within
 #   the GPU's shared memory (fp32 tiles are twice bf16's: 128x256x64 fits 3 stages of bf16 only);
 # - programs enough to fill the GPU: configurations launching fewer than WAVE_FILL programs per
-#   multiprocessor are dropped when another fills it (the 8x16 and 16x32 stages: 1024 pixels
-#   x 1024 channels give 64 programs of 128x128 for 132 multiprocessors, 256 of 64x64), and so
-#   are tiles more than SMALL_TILE_SHARE times smaller than the largest one that fills it.
+#   multiprocessor are dropped when another fills it (the 8x16 stage at batch 8: 1024 pixels x
+#   1024 channels give 64 programs of 128x128 for 132 multiprocessors, 256 of 64x64), and so are
+#   tiles more than SMALL_TILE_SHARE times smaller than the largest one that fills it.
 # The autotune keys hold the pixel count M (so the batch), since the number of programs depends on it.
 
 # What the pruning assumes when the tensors are not on a GPU (the report, the tests): an H100/H200.

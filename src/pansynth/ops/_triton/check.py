@@ -170,7 +170,7 @@ def conv_inputs(shape, device: str = "cuda"):
 
 
 def conv_errors(inputs, references, mode: PrecisionMode) -> dict[str, float]:
-    """Largest error / largest |reference| of the layer's forward and three gradients on the Triton
+    """Largest error / largest |reference| of the layer's forward and two gradients on the Triton
     kernels in ``mode`` (inputs rounded to its dtype, channels_last)."""
     x64, ids, w64, b64, g64 = inputs
     x = x64.to(mode.dtype).contiguous(memory_format=torch.channels_last)
