@@ -194,3 +194,22 @@ def test_the_autotuners_key_on_kernel_arguments_and_hand_the_launch_to_the_pruni
         tuner = K.autotuned(name)
         tuner.nargs = dict(zip(tuner.arg_names, args))
         assert tuner.prune_configs(meta) == expected, name
+
+
+def test_the_gpu_figures_come_from_the_device_of_the_launch(monkeypatch):
+    from types import SimpleNamespace
+
+    calls = []
+
+    def properties(device):
+        calls.append(device)
+        return SimpleNamespace(multi_processor_count=78, shared_memory_per_block_optin=101376)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(K, "_CUDA_LIMITS", {})
+    on_gpu = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=1))
+    assert K.device_limits(on_gpu) == K.device_limits(on_gpu) == (78, 101376) and len(calls) == 1  # cached
+    # A smaller GPU: 128x256x64 (144 KB) no longer fits, and fewer programs fill it.
+    kept = K.conv_configs(K.CONV_CONFIGS, 512, 512, BATCH * 64 * 128, 2, *K.device_limits(on_gpu))
+    assert kept and all(K.conv_shared_bytes(c, 2) <= 101376 for c in kept)
+    assert (128, 256, 64) not in {blocks(c) for c in kept}

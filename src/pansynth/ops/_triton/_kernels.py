@@ -454,7 +454,9 @@ def device_limits(tensor) -> tuple[int, int]:
         import torch
 
         properties = torch.cuda.get_device_properties(tensor.device)
-        _CUDA_LIMITS[index] = properties.multi_processor_count, properties.shared_memory_per_block_optin
+        # (older torch releases do not report the opt-in shared memory: an H100's is then assumed)
+        shared = getattr(properties, "shared_memory_per_block_optin", DEFAULT_SHARED_BYTES)
+        _CUDA_LIMITS[index] = properties.multi_processor_count, shared
     return _CUDA_LIMITS[index]
 
 
