@@ -72,6 +72,9 @@ def test_cuda_row_sets_name_every_mode_engine_and_stage(monkeypatch):
     monkeypatch.setattr(bench, "CITYSCAPES_SIZE", (16, 32))
     monkeypatch.setattr(bench, "CITYSCAPES_CONV_STAGES", ((4, 6, 8, 16), (6, 4, 16, 32)))
     monkeypatch.setattr(bench, "CITYSCAPES_UPSAMPLE_STAGES", ((4, 4, 8),))
+    monkeypatch.setattr(
+        bench, "scene_panoptic", lambda height, width, batch=1: torch.zeros(batch, height, width).long()
+    )
     monkeypatch.setattr(bench, "_faster_cudnn", lambda *args: (1.0, "NHWC"))
     monkeypatch.setattr(bench, "_panoptic_conv_ms", lambda *args: 2.0)
     monkeypatch.setattr(bench, "_nearest_ms", lambda *args: 1.0)
