@@ -11,12 +11,16 @@ held for backward is the total size of the tensors autograd saves (measured with
 hooks), which does not depend on the allocator.
 
 On CUDA it adds, at batch 8 and at the real stage shapes of the paper's generator
-(Cityscapes 256x512, ngf 64), for float32 (TF32 on) and bfloat16, per engine (PyTorch,
-Triton): each stage's panoptic convolution forward and forward+backward against cuDNN
-``conv2d`` (the faster of NCHW and channels_last); panoptic upsampling with hole filling
-against nearest; and the generator forward, the G+D training step and its peak memory
-(``torch.cuda.max_memory_allocated``), paper model against the SPADE baseline, each in
-eager, channels_last and ``torch.compile`` modes.
+(Cityscapes 256x512, ngf 64), in every precision mode (fp32 with TF32 on, as cuDNN runs it by
+default, fp32 with TF32 off, bf16 and fp16), per engine (PyTorch, Triton): each stage's
+panoptic convolution forward and forward+backward against cuDNN ``conv2d`` (the faster of NCHW
+and channels_last); panoptic upsampling with hole filling against nearest, forward and
+forward+backward; and the generator forward, the G+D training step and its peak memory
+(``torch.cuda.max_memory_allocated``), paper model against the SPADE baseline, in eager and
+channels_last modes (and ``torch.compile`` for fp32 TF32 and bf16, the modes of the targets).
+Every backward gets its gradient in the layout of the output it differentiates (cuDNN's in the
+layout cuDNN chose, the Triton engine's channels_last), so that no side pays a layout copy the
+other does not.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +50,7 @@ from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_lo
 from pansynth.models.style import code_map, kl_divergence, reparameterize
 from pansynth.ops import PanopticConv2d, conv_plan, panoptic_conv2d, upsample_sources
 from pansynth.ops._torch_engine import window_masks
+from pansynth.ops._triton.check import PRECISION_MODES, PrecisionMode, precision
 from pansynth.ops.backend import BACKEND_ENV, select_backend, triton_available
 from pansynth.serve.app import PainterApp
 from pansynth.serve.classes import build_class_table
@@ -194,21 +198,6 @@ def engine_for_auto(engine: str) -> Iterator[None]:
             os.environ.pop(BACKEND_ENV, None)
         else:
             os.environ[BACKEND_ENV] = previous
-
-
-@contextlib.contextmanager
-def tf32(enabled: bool) -> Iterator[None]:
-    """float32 products in TF32 (what cuDNN does by default), as a user training in fp32 runs them."""
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 # --- rows on every device: one layer at batch 1 ---------------------------------------------------
@@ -410,31 +399,61 @@ def bench_style_step(height: int, width: int, ngf: int, device: torch.device, re
 
 # --- CUDA rows: batch 8 at the generator's stage shapes -------------------------------------------
 
+# Generator rows compiled with torch.compile: the modes of the performance targets only (compiling both
+# models takes minutes per mode).
+COMPILED_PRECISIONS = (PrecisionMode(torch.float32, tf32=True), PrecisionMode(torch.bfloat16))
+
+
+def cuda_layer_modes() -> tuple[PrecisionMode, ...]:
+    """The precision modes of the CUDA layer rows (convolution and upsampling stages): all of them."""
+    return PRECISION_MODES
+
+
+def cuda_generator_cases(quick: bool = False) -> list[tuple[PrecisionMode, str]]:
+    """(precision mode, execution mode) of the CUDA generator rows: every precision mode in eager and
+    channels_last, and compiled for fp32 TF32 and bf16 (``quick``: not compiled)."""
+    cases = []
+    for mode in PRECISION_MODES:
+        for execution in ("eager", "channels_last", "compile"):
+            if execution == "compile" and (quick or mode not in COMPILED_PRECISIONS):
+                continue
+            cases.append((mode, execution))
+    return cases
+
+
+def _gradient_like(output: torch.Tensor) -> torch.Tensor:
+    """A random gradient in the layout of ``output``: what autograd hands a layer's backward."""
+    return torch.randn_like(output, memory_format=torch.preserve_format)
+
 
 def _faster_cudnn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backward: bool, device, repeats):
-    """cuDNN conv2d at its faster layout (NCHW or channels_last): (ms, layout)."""
+    """cuDNN conv2d at its faster layout (NCHW or channels_last), its gradient in its output's layout: (ms, layout)."""
     results = []
     for layout in (torch.contiguous_format, torch.channels_last):
         x_l = x.detach().contiguous(memory_format=layout).requires_grad_(backward)
         w_l = weight.detach().contiguous(memory_format=layout).requires_grad_(backward)
         b_l = bias.detach().requires_grad_(backward)
-        grad_out = torch.randn_like(F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2))
+        with torch.no_grad():
+            grad_out = _gradient_like(F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2))
 
         def run(x_l=x_l, w_l=w_l, b_l=b_l, grad_out=grad_out):
-            out = F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2)
-            if backward:
-                out.backward(grad_out)
+            with torch.set_grad_enabled(backward):
+                out = F.conv2d(x_l, w_l, b_l, padding=weight.shape[-1] // 2)
+                if backward:
+                    out.backward(grad_out)
 
         results.append((time_ms(run, device, repeats), "NCHW" if layout == torch.contiguous_format else "NHWC"))
     return min(results)
 
 
 def _panoptic_conv_ms(x, weight, bias, panoptic, plan, engine: str, backward: bool, device, repeats) -> float:
-    """One engine's panoptic convolution, in its own layout: NCHW for the PyTorch engine, NHWC for Triton."""
+    """One engine's panoptic convolution in its own layout (NCHW for the PyTorch engine, NHWC for Triton),
+    its gradient in the layout of its output."""
     fmt = torch.channels_last if engine == "triton" else torch.contiguous_format
     x = x.detach().contiguous(memory_format=fmt).requires_grad_(backward)
     weight, bias = weight.detach().clone().requires_grad_(backward), bias.detach().clone().requires_grad_(backward)
-    grad_out = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        grad_out = _gradient_like(panoptic_conv2d(x, panoptic, weight, bias, plan=plan, backend=engine))
 
     def run():
         with torch.set_grad_enabled(backward):
@@ -449,17 +468,17 @@ def bench_cuda_conv_stages(device: torch.device, engines: list[str], repeats: in
     generator = torch.Generator().manual_seed(2)
     full = scene_panoptic(*CITYSCAPES_SIZE, batch=batch).to(device)
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
+    for mode in cuda_layer_modes():
         for in_channels, out_channels, height, width in CITYSCAPES_CONV_STAGES:
             stride = CITYSCAPES_SIZE[0] // height
             panoptic = full[:, ::stride, ::stride]
-            x = torch.randn(batch, in_channels, height, width, generator=generator).to(device, dtype)
-            weight = (torch.randn(out_channels, in_channels, 3, 3, generator=generator) * 0.02).to(device, dtype)
-            bias = torch.zeros(out_channels, device=device, dtype=dtype)
+            x = torch.randn(batch, in_channels, height, width, generator=generator).to(device, mode.dtype)
+            weight = (torch.randn(out_channels, in_channels, 3, 3, generator=generator) * 0.02).to(device, mode.dtype)
+            bias = torch.zeros(out_channels, device=device, dtype=mode.dtype)
             shape = f"N={batch}, {in_channels}->{out_channels}, {height}x{width}"
             plan = conv_plan(panoptic, 3)
             for backward in (False, True):
-                with tf32(True):
+                with precision(mode):
                     dense_ms, layout = _faster_cudnn(x, weight, bias, backward, device, repeats)
                     for engine in engines:
                         panoptic_ms = _panoptic_conv_ms(
@@ -468,7 +487,7 @@ def bench_cuda_conv_stages(device: torch.device, engines: list[str], repeats: in
                         what = "forward+backward" if backward else "forward"
                         rows.append(
                             BenchRow(
-                                f"conv stage {what} [{_dtype_name(dtype)}, {engine}] vs cuDNN",
+                                f"conv stage {what} [{mode.name}, {engine}] vs cuDNN",
                                 shape,
                                 dense_ms,
                                 panoptic_ms,
@@ -484,73 +503,97 @@ def bench_cuda_upsample_stages(
     generator = torch.Generator().manual_seed(3)
     full = scene_panoptic(*CITYSCAPES_SIZE, batch=batch).to(device)
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
+    for mode in cuda_layer_modes():
         for channels, height, width in CITYSCAPES_UPSAMPLE_STAGES:
             stride = CITYSCAPES_SIZE[0] // height
             maps = full[:, ::stride, ::stride], full[:, :: stride // 2, :: stride // 2]
-            features = torch.randn(batch, channels, height, width, generator=generator).to(device, dtype)
-            nearest_ms = time_ms(partial(F.interpolate, features, scale_factor=2, mode="nearest"), device, repeats)
-            for engine in engines:
-                rows.append(
-                    BenchRow(
-                        f"panoptic upsampling (align + hole fill) [{_dtype_name(dtype)}, {engine}] vs nearest",
-                        f"N={batch}, C={channels}, {height}x{width} -> x2",
-                        nearest_ms,
-                        _panoptic_upsample_ms(features, *maps, engine, device, repeats),
-                    )
-                )
+            features = torch.randn(batch, channels, height, width, generator=generator).to(device, mode.dtype)
+            for backward in (False, True):
+                with precision(mode):
+                    nearest_ms = _nearest_ms(features, backward, device, repeats)
+                    for engine in engines:
+                        what = "forward+backward" if backward else "forward"
+                        rows.append(
+                            BenchRow(
+                                f"panoptic upsampling (align + hole fill) {what} [{mode.name}, {engine}] vs nearest",
+                                f"N={batch}, C={channels}, {height}x{width} -> x2",
+                                nearest_ms,
+                                _panoptic_upsample_ms(features, *maps, engine, backward, device, repeats),
+                            )
+                        )
     return rows
 
 
-def _panoptic_upsample_ms(features, panoptic_low, panoptic_high, engine: str, device, repeats) -> float:
+def _nearest_ms(features, backward: bool, device, repeats) -> float:
+    features = features.detach().requires_grad_(backward)
+    with torch.no_grad():
+        grad_out = _gradient_like(F.interpolate(features, scale_factor=2, mode="nearest"))
+
+    def run():
+        with torch.set_grad_enabled(backward):
+            out = F.interpolate(features, scale_factor=2, mode="nearest")
+            if backward:
+                out.backward(grad_out)
+
+    return time_ms(run, device, repeats)
+
+
+def _panoptic_upsample_ms(features, panoptic_low, panoptic_high, engine: str, backward: bool, device, repeats):
     channels, dtype = features.shape[1], features.dtype
     first_layer = PanopticConv2d(NUM_CLASSES, 1024, 3, backend=engine).to(device, dtype)
     layer = HoleFillingUpsample(first_layer, channels, NUM_CLASSES, backend=engine).to(device, dtype)
     fmt = torch.channels_last if engine == "triton" else torch.contiguous_format
-    features = features.contiguous(memory_format=fmt)
+    features = features.detach().contiguous(memory_format=fmt).requires_grad_(backward)
     semantic_high = (panoptic_high.abs() % NUM_CLASSES).long()
     with torch.no_grad():
-        return time_ms(partial(layer, features, semantic_high, panoptic_low, panoptic_high), device, repeats)
+        grad_out = _gradient_like(layer(features, semantic_high, panoptic_low, panoptic_high))
+
+    def run():
+        with torch.set_grad_enabled(backward):
+            out = layer(features, semantic_high, panoptic_low, panoptic_high)
+            if backward:
+                out.backward(grad_out)
+
+    return time_ms(run, device, repeats)
 
 
 def bench_cuda_generator(
     device: torch.device, engines: list[str], repeats: int, quick: bool, batch: int = 8, ngf: int = 64
 ) -> list[BenchRow]:
-    """Paper model vs SPADE baseline at Cityscapes 256x512: forward, G+D step, peak memory, in
-    eager, channels_last and compiled modes, fp32 (TF32) and bf16, per engine of the paper model."""
+    """Paper model vs SPADE baseline at Cityscapes 256x512: forward, G+D step, peak memory, per
+    precision and execution mode (:func:`cuda_generator_cases`), per engine of the paper model. In
+    bf16 and fp16 both models run under autocast (fp16 without a gradient scaler: timings only)."""
     height, width = CITYSCAPES_SIZE
     panoptic = scene_panoptic(height, width, batch=batch).to(device)
     semantic = (panoptic.abs() % NUM_CLASSES).long()
     real = torch.rand(batch, 3, height, width, device=device) * 2 - 1
-    modes = ("eager", "channels_last") if quick else ("eager", "channels_last", "compile")
     rows = []
     for engine in engines:
-        for dtype in (torch.float32, torch.bfloat16):
-            for mode in modes:
-                results = {}
-                for model, (conv, upsample) in (("spade", ("standard", "nearest")), ("paper", ("panoptic",) * 2)):
-                    with engine_for_auto(engine), tf32(True):
-                        results[model] = _time_generator_pair(
-                            build_generator(conv, upsample, height, width, ngf),
-                            MultiscaleDiscriminator(NUM_CLASSES, ndf=ngf),
-                            mode,
-                            dtype,
-                            semantic,
-                            panoptic,
-                            real,
-                            device,
-                            repeats,
-                        )
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                shape = f"cityscapes N={batch}, {height}x{width}, ngf {ngf}"
-                tag = f"[{_dtype_name(dtype)}, {mode}, paper on {engine}]"
-                spade, paper = results["spade"], results["paper"]
-                rows += [
-                    BenchRow(f"generator forward {tag} (paper vs SPADE)", shape, spade[0], paper[0]),
-                    BenchRow(f"training step G+D {tag} (paper vs SPADE)", shape, spade[1], paper[1]),
-                    BenchRow(f"peak memory G+D step (MB) {tag} (paper vs SPADE)", shape, spade[2], paper[2]),
-                ]
+        for mode, execution in cuda_generator_cases(quick):
+            results = {}
+            for model, (conv, upsample) in (("spade", ("standard", "nearest")), ("paper", ("panoptic",) * 2)):
+                with engine_for_auto(engine), precision(mode):
+                    results[model] = _time_generator_pair(
+                        build_generator(conv, upsample, height, width, ngf),
+                        MultiscaleDiscriminator(NUM_CLASSES, ndf=ngf),
+                        execution,
+                        mode.dtype,
+                        semantic,
+                        panoptic,
+                        real,
+                        device,
+                        repeats,
+                    )
+                gc.collect()
+                torch.cuda.empty_cache()
+            shape = f"cityscapes N={batch}, {height}x{width}, ngf {ngf}"
+            tag = f"[{mode.name}, {execution}, paper on {engine}]"
+            spade, paper = results["spade"], results["paper"]
+            rows += [
+                BenchRow(f"generator forward {tag} (paper vs SPADE)", shape, spade[0], paper[0]),
+                BenchRow(f"training step G+D {tag} (paper vs SPADE)", shape, spade[1], paper[1]),
+                BenchRow(f"peak memory G+D step (MB) {tag} (paper vs SPADE)", shape, spade[2], paper[2]),
+            ]
     return rows
 
 
@@ -757,7 +800,12 @@ def _row_groups(value: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pansynth.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when available); cuda adds the batch-8 Cityscapes rows in "
+        + ", ".join(mode.name for mode in PRECISION_MODES),
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--quick", action="store_true", help="half-size inputs and fewer repeats")
     parser.add_argument("--no-generator", action="store_true", help="skip the whole-generator rows")

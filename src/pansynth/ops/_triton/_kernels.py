@@ -341,29 +341,189 @@ def panoptic_upsample_backward_kernel(
 
 
 # --- launch configurations ----------------------------------------------------------------------
+#
+# Each kernel's configurations are pruned per launch shape before the autotuner times them
+# (pure Python, tested without a GPU):
+# - blocks no larger than the padded problem (BLOCK_N = 128 for O = 16 only adds masked work);
+# - BLOCK_K = 128 only where the reduction has >= 512 channels (below, most of its K is masked);
+# - the convolution's pipeline buffers, stages x (BLOCK_M + BLOCK_N) x BLOCK_K elements, within
+#   the GPU's shared memory (fp32 tiles are twice bf16's: 128x256x64 fits 3 stages of bf16 only);
+# - programs enough to fill the GPU: configurations launching fewer than WAVE_FILL programs per
+#   multiprocessor are dropped when another fills it (the 8x16 stage at batch 8: 1024 pixels x
+#   1024 channels give 64 programs of 128x128 for 132 multiprocessors, 256 of 64x64), and so are
+#   tiles more than SMALL_TILE_SHARE times smaller than the largest one that fills it.
+# The autotune keys hold the pixel count M (so the batch), since the number of programs depends on it.
+
+# What the pruning assumes when the tensors are not on a GPU (the report, the tests): an H100/H200.
+DEFAULT_MULTIPROCESSORS = 132
+DEFAULT_SHARED_BYTES = 232448  # 227 KB: sm_90's opt-in shared memory per block
+WAVE_FILL = 0.9
+SMALL_TILE_SHARE = 2
+WIDE_K_CHANNELS = 512
 
 
 def _next_power_of_2(value: int) -> int:
     return 1 << max(0, int(value) - 1).bit_length()
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def conv_shared_bytes(config, element_size: int) -> int:
+    """Shared memory of the convolution's software pipeline: one A (BLOCK_M x BLOCK_K) and one
+    B (BLOCK_K x BLOCK_N) tile per stage (what the compiled kernels hold, to within 256 bytes)."""
+    kw = config.kwargs
+    return config.num_stages * (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
+
+
+def fit_blocks(configs, limits: dict[str, tuple[int, int]], keep=lambda config: True) -> list:
+    """The configurations whose blocks fit the padded problem (``limits``: block name -> (problem size,
+    floor), BLOCK <= max(floor, next power of 2 of the size)) and that ``keep``; if none does, the one
+    with the smallest blocks (always launchable)."""
+    kept = [
+        config
+        for config in configs
+        if all(config.kwargs[block] <= max(floor, _next_power_of_2(size)) for block, (size, floor) in limits.items())
+        and keep(config)
+    ]
+    return kept or [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
+
+
 def _prune(limits: dict[str, tuple[str, int]]):
-    """Drop the configurations whose blocks exceed the padded problem size (BLOCK_N = 128 for
-    O = 16 only adds masked work); keep the smallest one if nothing is left."""
+    """An autotune hook applying the block-size rule alone: ``limits`` maps a block to (the name of the
+    launch argument holding its problem size, floor)."""
 
     def prune(configs, named_args, **kwargs):
-        def fits(config):
-            return all(
-                config.kwargs[block] <= max(floor, _next_power_of_2(named_args[dim]))
-                for block, (dim, floor) in limits.items()
-            )
-
-        kept = [config for config in configs if fits(config)]
-        if kept:
-            return kept
-        return [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
+        return fit_blocks(configs, {block: (named_args[dim], floor) for block, (dim, floor) in limits.items()})
 
     return prune
+
+
+def select_configs(
+    configs,
+    limits: dict[str, tuple[int, int]],
+    programs,
+    tile: tuple[str, str],
+    multiprocessors: int = DEFAULT_MULTIPROCESSORS,
+    wide: tuple[str, int] | None = None,
+    shared_bytes=None,
+    shared_limit: int = DEFAULT_SHARED_BYTES,
+) -> list:
+    """The configurations worth timing for one launch shape (see the rules above).
+
+    Args:
+        configs: triton.Config list.
+        limits: block name -> (problem size, floor): BLOCK <= max(floor, next power of 2 of the size).
+        programs: config -> number of programs the launch would have.
+        tile: the two block names of the output tile (its area ranks the tiles).
+        multiprocessors: of the GPU.
+        wide: (reduction block name, reduction channels): a block of 128 only for >= WIDE_K_CHANNELS.
+        shared_bytes: config -> shared memory it needs (None: not checked), against ``shared_limit``.
+    """
+
+    def launchable(config):
+        if wide is not None and config.kwargs[wide[0]] >= 128 and wide[1] < WIDE_K_CHANNELS:
+            return False
+        return shared_bytes is None or shared_bytes(config) <= shared_limit
+
+    kept = fit_blocks(configs, limits, launchable)
+
+    def area(config):
+        return config.kwargs[tile[0]] * config.kwargs[tile[1]]
+
+    filling = [config for config in kept if programs(config) >= WAVE_FILL * multiprocessors]
+    if not filling:  # a problem too small to fill the GPU: the configurations with the most programs
+        most = max(programs(config) for config in kept)
+        return [config for config in kept if programs(config) == most]
+    largest = max(area(config) for config in filling)
+    return [config for config in filling if area(config) * SMALL_TILE_SHARE >= largest]
+
+
+def conv_configs(
+    configs,
+    C: int,
+    O: int,
+    M: int,
+    element_size: int,
+    multiprocessors: int = DEFAULT_MULTIPROCESSORS,
+    shared_limit: int = DEFAULT_SHARED_BYTES,
+) -> list:
+    """The convolution configurations timed for C reduction channels (per tap), O output channels
+    and M pixels: ``cdiv(M, BLOCK_M) * cdiv(O, BLOCK_N)`` programs (forward and input gradient)."""
+    return select_configs(
+        configs,
+        {"BLOCK_N": (O, 32), "BLOCK_K": (C, 16)},
+        lambda config: _cdiv(M, config.kwargs["BLOCK_M"]) * _cdiv(O, config.kwargs["BLOCK_N"]),
+        ("BLOCK_M", "BLOCK_N"),
+        multiprocessors,
+        wide=("BLOCK_K", C),
+        shared_bytes=lambda config: conv_shared_bytes(config, element_size),
+        shared_limit=shared_limit,
+    )
+
+
+def weight_grad_configs(
+    configs, C: int, O: int, M: int, pixels_per_split: int, taps: int, multiprocessors: int = DEFAULT_MULTIPROCESSORS
+) -> list:
+    """The weight-gradient configurations timed: grid (taps, O-blocks x C-blocks, pixel splits)."""
+    splits = _cdiv(M, pixels_per_split)
+    return select_configs(
+        configs,
+        {"BLOCK_O": (O, 32), "BLOCK_C": (C, 16)},
+        lambda config: taps * _cdiv(O, config.kwargs["BLOCK_O"]) * _cdiv(C, config.kwargs["BLOCK_C"]) * splits,
+        ("BLOCK_O", "BLOCK_C"),
+        multiprocessors,
+    )
+
+
+def upsample_configs(configs, C: int, M: int, multiprocessors: int = DEFAULT_MULTIPROCESSORS) -> list:
+    """The upsampling configurations timed: ``cdiv(M, BLOCK_P) * cdiv(C, BLOCK_C)`` programs."""
+    return select_configs(
+        configs,
+        {"BLOCK_C": (C, 16)},
+        lambda config: _cdiv(M, config.kwargs["BLOCK_P"]) * _cdiv(C, config.kwargs["BLOCK_C"]),
+        ("BLOCK_P", "BLOCK_C"),
+        multiprocessors,
+    )
+
+
+def device_limits(tensor) -> tuple[int, int]:
+    """(multiprocessors, shared memory per block) of the GPU holding ``tensor``; an H100's elsewhere."""
+    if not getattr(tensor, "is_cuda", False):
+        return DEFAULT_MULTIPROCESSORS, DEFAULT_SHARED_BYTES
+    index = tensor.device.index
+    if index not in _CUDA_LIMITS:
+        import torch
+
+        properties = torch.cuda.get_device_properties(tensor.device)
+        # (older torch releases do not report the opt-in shared memory: an H100's is then assumed)
+        shared = getattr(properties, "shared_memory_per_block_optin", DEFAULT_SHARED_BYTES)
+        _CUDA_LIMITS[index] = properties.multi_processor_count, shared
+    return _CUDA_LIMITS[index]
+
+
+_CUDA_LIMITS: dict[int | None, tuple[int, int]] = {}
+
+
+# The autotuner's hooks: (configs, the launch's positional arguments by name, its keyword arguments).
+def _prune_conv(configs, named_args, **kwargs):
+    x = named_args["x_ptr"]
+    multiprocessors, shared_limit = device_limits(x)
+    C, O, M = named_args["C"], named_args["O"], named_args["M"]
+    return conv_configs(configs, C, O, M, x.element_size(), multiprocessors, shared_limit)
+
+
+def _prune_weight_grad(configs, named_args, **kwargs):
+    multiprocessors, _ = device_limits(named_args["g_ptr"])
+    C, O, M = named_args["C"], named_args["O"], named_args["M"]
+    taps = kwargs["KSIZE"] ** 2
+    return weight_grad_configs(configs, C, O, M, named_args["PIXELS_PER_SPLIT"], taps, multiprocessors)
+
+
+def _prune_upsample(configs, named_args, **kwargs):
+    multiprocessors, _ = device_limits(named_args["out_ptr"])
+    return upsample_configs(configs, named_args["C"], named_args["M"], multiprocessors)
 
 
 def _configs(names: tuple[str, ...], rows, pipelined: bool = False, **fixed) -> list[triton.Config]:
@@ -378,17 +538,27 @@ def _configs(names: tuple[str, ...], rows, pipelined: bool = False, **fixed) -> 
     ]
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Every one compiles for sm_90 without spills in
+# bf16 and fp16 (`python -m pansynth.ops._triton.report`); the fp32 rows whose buffers exceed the shared
+# memory are pruned (conv_shared_bytes). 128x256 and 256x128 need 8 warps (at 4: 255 registers, spills).
 CONV_CONFIGS = _configs(
     ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
     [
-        (128, 128, 32, 8, 3),
+        (128, 256, 64, 8, 3),
+        (256, 128, 64, 8, 3),
+        (128, 256, 32, 8, 4),
+        (128, 128, 128, 8, 3),  # C >= 512 only
         (128, 128, 64, 8, 3),
+        (128, 128, 64, 8, 4),
+        (128, 128, 32, 8, 3),
+        (128, 128, 32, 8, 5),
         (128, 64, 32, 4, 4),
         (128, 64, 64, 8, 3),
         (64, 128, 32, 4, 4),
+        (64, 128, 64, 4, 4),
         (64, 64, 32, 4, 4),
         (64, 64, 64, 4, 3),
+        (64, 64, 64, 4, 5),
         (64, 32, 32, 4, 3),
         (64, 32, 16, 4, 2),
         (128, 32, 16, 4, 2),
@@ -396,7 +566,9 @@ CONV_CONFIGS = _configs(
     pipelined=True,
     GROUP_M=8,
 )
-# (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages); BLOCK_P is the reduction dimension.
+# (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages); BLOCK_P is the reduction dimension (at most 128:
+# the launcher aligns the pixel splits to 128). The compiled loop holds two buffers of tiles whatever the
+# depth (its mask load takes a stage): 4 stages compile to the same code as 3, so none are listed.
 WEIGHT_GRAD_CONFIGS = _configs(
     ("BLOCK_P", "BLOCK_O", "BLOCK_C"),
     [
@@ -405,6 +577,7 @@ WEIGHT_GRAD_CONFIGS = _configs(
         (64, 128, 64, 8, 3),
         (64, 64, 128, 8, 3),
         (128, 128, 64, 8, 2),
+        (128, 128, 64, 8, 3),
         (64, 64, 32, 4, 4),
         (64, 32, 32, 4, 4),
         (128, 32, 32, 4, 3),
@@ -431,29 +604,38 @@ INTERPRETER_CONFIGS = {
 PRESCALE_CONFIGS = [triton.Config({"BLOCK_P": 64, "BLOCK_O": 128}, num_warps=8, num_stages=1)]
 
 conv_grad_prescale = panoptic_conv_grad_prescale_kernel
+# kernel name (as the launchers look it up) -> (jit kernel, configurations, autotune key, pruning hook).
+# The keys are kernel arguments (Triton ignores any other name) and hold M, the pixel count.
+AUTOTUNED = {
+    "conv": (
+        panoptic_conv_kernel,
+        CONV_CONFIGS,
+        ["C", "O", "H", "W", "M", "KSIZE", "FORWARD", "INT32_OFFSETS"],
+        _prune_conv,
+    ),
+    "conv_weight_grad": (
+        panoptic_conv_weight_grad_kernel,
+        WEIGHT_GRAD_CONFIGS,
+        ["C", "O", "M", "W", "KSIZE", "INT32_OFFSETS"],
+        _prune_weight_grad,
+    ),
+    "upsample": (panoptic_upsample_kernel, UPSAMPLE_CONFIGS, ["C", "h", "w", "M"], _prune_upsample),
+    "upsample_backward": (panoptic_upsample_backward_kernel, UPSAMPLE_CONFIGS, ["C", "h", "w", "M"], _prune_upsample),
+}
+
+
+def autotuned(name: str):
+    """The ``triton.autotune`` wrapper of one kernel of :data:`AUTOTUNED`."""
+    kernel, configs, key, prune = AUTOTUNED[name]
+    return triton.autotune(configs, key=key, prune_configs_by={"early_config_prune": prune})(kernel)
+
+
 if INTERPRET:
     conv = panoptic_conv_kernel
     conv_weight_grad = panoptic_conv_weight_grad_kernel
     upsample = panoptic_upsample_kernel
     upsample_backward = panoptic_upsample_backward_kernel
 else:
-    conv = triton.autotune(
-        CONV_CONFIGS,
-        key=["C", "O", "H", "W", "KSIZE", "FORWARD", "INT32_OFFSETS"],
-        prune_configs_by={"early_config_prune": _prune({"BLOCK_N": ("O", 32), "BLOCK_K": ("C", 16)})},
-    )(panoptic_conv_kernel)
-    conv_weight_grad = triton.autotune(
-        WEIGHT_GRAD_CONFIGS,
-        key=["C", "O", "M", "W", "KSIZE", "INT32_OFFSETS"],
-        prune_configs_by={"early_config_prune": _prune({"BLOCK_O": ("O", 32), "BLOCK_C": ("C", 16)})},
-    )(panoptic_conv_weight_grad_kernel)
-    upsample = triton.autotune(
-        UPSAMPLE_CONFIGS,
-        key=["C", "h", "w"],
-        prune_configs_by={"early_config_prune": _prune({"BLOCK_C": ("C", 16)})},
-    )(panoptic_upsample_kernel)
-    upsample_backward = triton.autotune(
-        UPSAMPLE_CONFIGS,
-        key=["C", "h", "w"],
-        prune_configs_by={"early_config_prune": _prune({"BLOCK_C": ("C", 16)})},
-    )(panoptic_upsample_backward_kernel)
+    conv, conv_weight_grad, upsample, upsample_backward = (
+        autotuned(name) for name in ("conv", "conv_weight_grad", "upsample", "upsample_backward")
+    )

@@ -8,14 +8,17 @@ and each of its autotuning configurations, and the cubin is read back with the w
 
 - ``registers`` per thread (255 is the ceiling: one block of 8 warps per SM);
 - ``spills``: bytes stored to local memory (the ``STL`` instructions' widths: register spills);
-- ``shared_bytes``: shared memory per program (the software pipeline's stages);
+- ``shared_bytes``: shared memory per program (the software pipeline's stages), and ``fits_shared``:
+  whether it is within the target's shared memory per block (227 KB on sm_90; the autotuner prunes
+  the configurations that are not, e.g. fp32 128x256x64 at 3 stages, 288 KB);
 - ``wgmma``: whether the dots became Hopper's warpgroup MMA (``HGMMA`` in the SASS);
 - ``loop_instructions``: SASS instructions of one iteration of the main loop (the innermost
   loop around the MMAs, or the longest loop for kernels without a dot), and ``main_loops``:
   how many such loops the kernel has (1 when taps and channel blocks share one pipelined loop).
 
-``--json`` prints one JSON object per row; ``--quick`` compiles only the configurations the
-tuner prefers for the generator's stages; ``--capability`` another target. Compiling every
+``--json`` prints one JSON object per row; ``--quick`` compiles only the configurations named by
+the performance targets (conv 128x128x64 at 8 warps, weight gradient 128x128x64) and the largest
+tile the tuner times at the generator's big stages (128x256x64); ``--capability`` another target. Compiling every
 configuration takes minutes (Triton caches the kernels; a second run only reads them back).
 ``make bench`` prints the table. Not imported by the library.
 """
@@ -33,15 +36,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 DTYPES = ("fp32", "bf16", "fp16")
-# The configurations named by the performance targets (conv bf16 128x128x64 at 8 warps...).
+# The configurations named by the performance targets (conv bf16 128x128x64 at 8 warps, weight gradient
+# 128x128x64), and the largest tile timed at the generator's 16x32 to 64x128 stages at batch 8.
 QUICK_CONFIGS = {
-    "conv_forward": [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3)],
+    "conv_forward": [(128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (128, 256, 64, 8, 3)],
     "conv_input_grad": [(128, 128, 64, 8, 3)],
-    "conv_weight_grad": [(64, 64, 64, 4, 3), (128, 128, 64, 8, 2)],
+    "conv_weight_grad": [(64, 64, 64, 4, 3), (128, 128, 64, 8, 2), (128, 128, 64, 8, 3)],
     "upsample_forward": [(64, 128, 8, 2)],
     "upsample_backward": [(64, 128, 8, 2)],
     "conv_grad_prescale": [(64, 128, 8, 1)],
 }
+# Shared memory a block may opt in to (bytes), by compute capability (CUDA programming guide).
+SHARED_BYTES = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class KernelRow:
     registers: int
     spills: int
     shared_bytes: int
+    fits_shared: bool
     wgmma: bool
     loop_instructions: int | None
     main_loops: int
@@ -226,8 +233,10 @@ def analyse(kernel) -> dict:
 def report_row(variant: tuple[str, str, int], capability: int = 90) -> KernelRow:
     name, dtype, index = variant
     spec = {spec[0]: spec for spec in kernel_specs()}[name]
-    kernel = compile_variant(name, dtype, index, capability)
-    return KernelRow(name, "fp32/tf32" if dtype == "fp32" else dtype, config_name(spec[2][index]), **analyse(kernel))
+    figures = analyse(compile_variant(name, dtype, index, capability))
+    fits_shared = figures["shared_bytes"] <= SHARED_BYTES.get(capability, SHARED_BYTES[90])
+    dtype_name = "fp32/tf32" if dtype == "fp32" else dtype
+    return KernelRow(name, dtype_name, config_name(spec[2][index]), fits_shared=fits_shared, **figures)
 
 
 def report(
@@ -244,14 +253,16 @@ def report(
 
 def format_table(rows: list[KernelRow]) -> str:
     lines = [
-        "| kernel | dtype | config | registers | spills (B) | shared (KB) | wgmma | loop instructions | main loops |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|",
+        "| kernel | dtype | config | registers | spills (B) | shared (KB) | fits | wgmma | loop instructions "
+        "| main loops |",
+        "|---|---|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for row in rows:
         loop = "-" if row.loop_instructions is None else row.loop_instructions
         lines.append(
             f"| {row.kernel} | {row.dtype} | {row.config} | {row.registers} | {row.spills} | "
-            f"{row.shared_bytes / 1024:.0f} | {'yes' if row.wgmma else 'no'} | {loop} | {row.main_loops} |"
+            f"{row.shared_bytes / 1024:.0f} | {'yes' if row.fits_shared else 'no'} | {'yes' if row.wgmma else 'no'} | "
+            f"{loop} | {row.main_loops} |"
         )
     return "\n".join(lines)
 
