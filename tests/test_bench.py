@@ -123,10 +123,10 @@ def test_each_engine_is_handed_its_gradient_in_the_layout_of_its_output(monkeypa
     monkeypatch.setattr(bench.F, "conv2d", recording(bench.F.conv2d))
     x, weight, bias = torch.randn(2, 3, 5, 6), torch.randn(4, 3, 3, 3), torch.zeros(4)
     panoptic = torch.randint(0, 3, (2, 5, 6))
-    plan = bench.conv_plan(panoptic, 3)
+    plans = {"torch": bench.conv_plan(panoptic, 3), "triton": bench.mask_plan(panoptic, 3)}
     engines = ["torch"] + (["triton"] if _triton.is_available(torch.device("cpu")) else [])
     for engine in engines:
-        bench._panoptic_conv_ms(x, weight, bias, panoptic, plan, engine, True, torch.device("cpu"), 1)
+        bench._panoptic_conv_ms(x, weight, bias, panoptic, plans[engine], engine, True, torch.device("cpu"), 1)
     bench._faster_cudnn(x, weight, bias, True, torch.device("cpu"), 1)  # NCHW, then channels_last
     assert len(seen) == len(engines) + 2
     # (output channels_last, gradient NCHW-contiguous): the gradient's layout is the output's

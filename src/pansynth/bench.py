@@ -48,7 +48,7 @@ from pansynth.inference import synthesize
 from pansynth.models import Generator, HoleFillingUpsample, MultiscaleDiscriminator
 from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
 from pansynth.models.style import code_map, kl_divergence, reparameterize
-from pansynth.ops import PanopticConv2d, conv_plan, panoptic_conv2d, upsample_sources
+from pansynth.ops import PanopticConv2d, conv_plan, mask_plan, panoptic_conv2d, upsample_sources
 from pansynth.ops._torch_engine import window_masks
 from pansynth.ops._triton.check import PRECISION_MODES, PrecisionMode, precision
 from pansynth.ops.backend import BACKEND_ENV, select_backend, triton_available
@@ -447,11 +447,13 @@ def _faster_cudnn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, bac
 
 
 def _panoptic_conv_ms(x, weight, bias, panoptic, plan, engine: str, backward: bool, device, repeats) -> float:
-    """One engine's panoptic convolution in its own layout (NCHW for the PyTorch engine, NHWC for Triton),
-    its gradient in the layout of its output."""
+    """One engine's panoptic convolution in its own layout (NCHW for the PyTorch engine; NHWC input and
+    weight for Triton, as the trainer stores them on CUDA), its gradient in the layout of its output.
+    ``plan`` is the engine's plan of the map (``conv_plan`` or ``mask_plan``), built once per map."""
     fmt = torch.channels_last if engine == "triton" else torch.contiguous_format
     x = x.detach().contiguous(memory_format=fmt).requires_grad_(backward)
-    weight, bias = weight.detach().clone().requires_grad_(backward), bias.detach().clone().requires_grad_(backward)
+    weight = weight.detach().clone(memory_format=fmt).requires_grad_(backward)
+    bias = bias.detach().clone().requires_grad_(backward)
     with torch.no_grad():
         grad_out = _gradient_like(panoptic_conv2d(x, panoptic, weight, bias, plan=plan, backend=engine))
 
@@ -476,13 +478,13 @@ def bench_cuda_conv_stages(device: torch.device, engines: list[str], repeats: in
             weight = (torch.randn(out_channels, in_channels, 3, 3, generator=generator) * 0.02).to(device, mode.dtype)
             bias = torch.zeros(out_channels, device=device, dtype=mode.dtype)
             shape = f"N={batch}, {in_channels}->{out_channels}, {height}x{width}"
-            plan = conv_plan(panoptic, 3)
+            plans = {"torch": conv_plan(panoptic, 3), "triton": mask_plan(panoptic, 3)}
             for backward in (False, True):
                 with precision(mode):
                     dense_ms, layout = _faster_cudnn(x, weight, bias, backward, device, repeats)
                     for engine in engines:
                         panoptic_ms = _panoptic_conv_ms(
-                            x, weight, bias, panoptic, plan, engine, backward, device, repeats
+                            x, weight, bias, panoptic, plans[engine], engine, backward, device, repeats
                         )
                         what = "forward+backward" if backward else "forward"
                         rows.append(
