@@ -254,3 +254,106 @@ def test_the_paper_generator_trains_on_the_triton_engine_with_the_torch_engines_
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
     holes = [name for name in grads if ".proj." in name and grads[name].abs().sum() > 0]
     assert holes  # some stage filled holes, and its projection learned from them
+
+
+# --- NHWC end to end: no layout copies around the Triton kernels ---------------------------------
+
+
+class LayoutCopies:
+    """Counts the layout copies made around the Triton kernels: the launchers' and custom ops' layout
+    helpers (calls that return a new tensor), and channels_last clones of activations and gradients
+    (the ops' autograd formulas); records the weights the forward convolution kernel reads."""
+
+    def __init__(self, monkeypatch, weights: list[Tensor]) -> None:
+        from pansynth.ops import _triton_ops
+        from pansynth.ops._triton import _launch
+
+        self.copies: list[tuple[str, str, tuple[int, ...]]] = []
+        self.phase = "forward"
+        self.weight_storages = {w.untyped_storage().data_ptr(): w.numel() for w in weights}
+        self.forward_convs = 0
+        self.weights_read_in_place = 0
+        helpers = ((_launch, "_nhwc_contiguous"), (_launch, "_channels_inner"), (_triton_ops, "_as_channels_last"))
+        for module, name in helpers:
+            monkeypatch.setattr(module, name, self._counting(name, getattr(module, name)))
+        launch = _launch._launch
+
+        def recording_launch(kernel_name, config_name, device, grid, *args, **meta):
+            if kernel_name == "conv" and meta.get("FORWARD"):
+                self.forward_convs += 1
+                # The weight operand: a 2-d tensor over the parameter's own storage (a view, no copy).
+                self.weights_read_in_place += any(
+                    isinstance(a, Tensor) and a.dim() == 2
+                    and self.weight_storages.get(a.untyped_storage().data_ptr()) == a.numel()
+                    for a in args
+                )  # fmt: skip
+            return launch(kernel_name, config_name, device, grid, *args, **meta)
+
+        monkeypatch.setattr(_launch, "_launch", recording_launch)
+
+    def _counting(self, name, helper):
+        def counted(tensor, *args, **kwargs):
+            out = helper(tensor, *args, **kwargs)
+            if out is not tensor:
+                self.copies.append((self.phase, name, tuple(tensor.shape)))
+            return out
+
+        return counted
+
+    def mode(self) -> TorchDispatchMode:
+        copies = self
+
+        class ChannelsLastClones(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func.overloadpacket.__name__ == "clone" and kwargs.get("memory_format") == torch.channels_last:
+                    # (the forward pass's own conversions of the label map, which needs no gradient, are fine)
+                    if copies.phase == "backward" or args[0].requires_grad:
+                        copies.copies.append((copies.phase, "clone(channels_last)", tuple(args[0].shape)))
+                return func(*args, **kwargs)
+
+        return ChannelsLastClones()
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_copies(
+    monkeypatch, wide_interpreter_blocks
+):
+    """With its weights stored channels_last (``model.to(memory_format=torch.channels_last)``), the
+    paper's generator runs its forward and backward passes NHWC end to end on the Triton engine:
+    norms, modulations, residual adds, upsampling and hole filling keep the layout, so neither the
+    kernels' launchers nor the custom ops copy an activation or a gradient, and the forward
+    convolutions read their weights in place (a view of the (O, k, k, C) storage). The images and
+    gradients equal the NCHW model's on the PyTorch engine."""
+    torch.manual_seed(8)
+    # ngf=2: every feature map has more than one channel (see the report of the launchers' stride checks)
+    kwargs = dict(size=(32, 64), ngf=2, spade_hidden=4, spectral=False)
+    reference = Generator(NUM_CLASSES, backend="torch", **kwargs)
+    generator = Generator(NUM_CLASSES, backend="triton", **kwargs)
+    generator.load_state_dict(reference.state_dict())
+    generator.to(TRITON_DEVICE).to(memory_format=torch.channels_last)
+    semantic, panoptic = (m.to(TRITON_DEVICE) for m in _maps(1, 64, seed=3))
+    semantic, panoptic = semantic[:, 16:48], panoptic[:, 16:48]
+    target = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(9)).to(TRITON_DEVICE)
+
+    weights = [p for name, p in generator.named_parameters() if p.dim() == 4]
+    copies = LayoutCopies(monkeypatch, weights)
+    with copies.mode():
+        fake = generator(semantic, panoptic)
+    copies.phase = "backward"
+    with copies.mode():
+        (fake - target).square().mean().backward()
+    assert copies.copies == []
+    assert copies.forward_convs >= 10 and copies.weights_read_in_place == copies.forward_convs
+    assert fake.is_contiguous(memory_format=torch.channels_last)
+
+    expected = reference(semantic.cpu(), panoptic.cpu())
+    (expected - target.cpu()).square().mean().backward()
+    torch.testing.assert_close(fake.cpu(), expected, rtol=1e-5, atol=1e-5)
+    for (name, parameter), expected_parameter in zip(generator.named_parameters(), reference.parameters()):
+        expected_grad = expected_parameter.grad
+        if expected_grad is None:  # (a stage without holes leaves its projection unused)
+            assert parameter.grad is None or not parameter.grad.any(), name
+            continue
+        torch.testing.assert_close(parameter.grad.cpu(), expected_grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(".proj." in name and p.grad is not None and p.grad.any() for name, p in generator.named_parameters())
