@@ -4,6 +4,7 @@ torch.compile."""
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -357,3 +358,29 @@ def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_co
             continue
         torch.testing.assert_close(parameter.grad.cpu(), expected_grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(".proj." in name and p.grad is not None and p.grad.any() for name, p in generator.named_parameters())
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_channels_last_weights_give_the_same_images_and_gradients_on_the_pytorch_engine(norm):
+    """``model.to(memory_format=torch.channels_last)`` (the trainer's ``channels_last``) changes the
+    layout, not the numbers: G (spectral norm, panoptic layers, hole filling) and D, forward and backward."""
+    torch.manual_seed(10)
+    generator = Generator(NUM_CLASSES, size=(32, 64), ngf=2, spade_hidden=4, norm=norm, backend="torch")
+    discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=4, num_scales=2, num_layers=2)
+    nhwc_generator, nhwc_discriminator = copy.deepcopy(generator), copy.deepcopy(discriminator)
+    nhwc_generator.to(memory_format=torch.channels_last)
+    nhwc_discriminator.to(memory_format=torch.channels_last)
+    semantic, panoptic = (m[:, 16:48] for m in _maps(2, 64, seed=4))
+    results = []
+    for g, d in ((generator, discriminator), (nhwc_generator, nhwc_discriminator)):
+        fake = g(semantic, panoptic)
+        hinge_loss_g(d(fake, semantic, panoptic)).backward()
+        grads = {f"G.{n}": p.grad for n, p in g.named_parameters() if p.grad is not None}
+        grads.update({f"D.{n}": p.grad for n, p in d.named_parameters()})
+        results.append((fake, grads))
+    (fake, grads), (nhwc_fake, nhwc_grads) = results
+    assert nhwc_fake.is_contiguous(memory_format=torch.channels_last) and fake.is_contiguous()
+    torch.testing.assert_close(nhwc_fake, fake, rtol=1e-5, atol=1e-5)
+    assert nhwc_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(nhwc_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
