@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import pansynth.models.spade as spade
 from pansynth.models import Generator, MultiscaleDiscriminator
 from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
+from pansynth.models.style import StyleEncoder
 from pansynth.ops import conv_plan
 
 NUM_CLASSES = 5
@@ -317,18 +318,20 @@ class LayoutCopies:
 
 
 @pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+@pytest.mark.parametrize("style", ["none", "instance"])
 def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_copies(
-    monkeypatch, wide_interpreter_blocks
+    style, monkeypatch, wide_interpreter_blocks
 ):
     """With its weights stored channels_last (``model.to(memory_format=torch.channels_last)``), the
     paper's generator runs its forward and backward passes NHWC end to end on the Triton engine:
     norms, modulations, residual adds, upsampling and hole filling keep the layout, so neither the
     kernels' launchers nor the custom ops copy an activation or a gradient, and the forward
     convolutions read their weights in place (a view of the (O, k, k, C) storage). The images and
-    gradients equal the NCHW model's on the PyTorch engine."""
+    gradients equal the NCHW model's on the PyTorch engine. With styles, the code map joins the label
+    map and the first layer's input."""
     torch.manual_seed(8)
     # ngf=2: every feature map has more than one channel (see the report of the launchers' stride checks)
-    kwargs = dict(size=(32, 64), ngf=2, spade_hidden=4, spectral=False)
+    kwargs = dict(size=(32, 64), ngf=2, spade_hidden=4, spectral=False, style=style)
     reference = Generator(NUM_CLASSES, backend="torch", **kwargs)
     generator = Generator(NUM_CLASSES, backend="triton", **kwargs)
     generator.load_state_dict(reference.state_dict())
@@ -344,7 +347,7 @@ def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_co
     copies.phase = "backward"
     with copies.mode():
         (fake - target).square().mean().backward()
-    assert copies.copies == []
+    assert copies.copies == [], copies.copies
     assert copies.forward_convs >= 10 and copies.weights_read_in_place == copies.forward_convs
     assert fake.is_contiguous(memory_format=torch.channels_last)
 
@@ -358,6 +361,38 @@ def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_co
             continue
         torch.testing.assert_close(parameter.grad.cpu(), expected_grad, rtol=1e-4, atol=1e-6, msg=name)
     assert any(".proj." in name and p.grad is not None and p.grad.any() for name, p in generator.named_parameters())
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+def test_the_style_encoder_runs_nhwc_on_the_triton_engine_without_layout_copies(monkeypatch, wide_interpreter_blocks):
+    """The style encoder's stride-2 stages, skips and upsampling keep a channels_last input NHWC, forward
+    and backward: no layout copy around the convolutions' kernels, and the PyTorch engine's NCHW values
+    and gradients."""
+    torch.manual_seed(11)
+    reference = StyleEncoder(4, channels=4, num_down=2, backend="torch")
+    encoder = StyleEncoder(4, channels=4, num_down=2, backend="triton")
+    encoder.load_state_dict(reference.state_dict())
+    encoder.to(TRITON_DEVICE).to(memory_format=torch.channels_last)
+    _, panoptic = _maps(1, 32, seed=5)
+    panoptic = panoptic[:, :16, 8:24]
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    copies = LayoutCopies(monkeypatch, [p for p in encoder.parameters() if p.dim() == 4])
+    with copies.mode():
+        mu, logvar, _, _ = encoder(image.to(TRITON_DEVICE).contiguous(memory_format=torch.channels_last), panoptic)
+    copies.phase = "backward"
+    with copies.mode():
+        (mu.square().sum() + logvar.sum()).backward()
+    # Left: Algorithm 1's autograd formula makes each upsampling's gradient -- the channel slice of the
+    # skip concatenation's gradient, NHWC but not dense -- dense before its kernel (which reads such views).
+    left = [("backward", "clone(channels_last)", (1, 8, 16, 16)), ("backward", "clone(channels_last)", (1, 16, 8, 8))]
+    assert copies.copies == left
+    assert copies.forward_convs == 6 and copies.weights_read_in_place == 6
+    expected_mu, expected_logvar, _, _ = reference(image, panoptic)
+    (expected_mu.square().sum() + expected_logvar.sum()).backward()
+    torch.testing.assert_close(mu.cpu(), expected_mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logvar.cpu(), expected_logvar, rtol=1e-5, atol=1e-6)
+    for (name, parameter), expected_parameter in zip(encoder.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(parameter.grad.cpu(), expected_parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])

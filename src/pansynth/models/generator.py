@@ -369,8 +369,9 @@ class Generator(nn.Module):
         """
         self._require_style()
         panoptic = panoptic.long()
+        image = image.to(self.conv_img.weight.dtype)
         plans = self._plans(panoptic, image)
-        return self.style_encoder(image.to(self.conv_img.weight.dtype), panoptic, plans)
+        return self.style_encoder(_layout(image, select_backend(self.backend, image) == "triton"), panoptic, plans)
 
     def style_map(
         self,
