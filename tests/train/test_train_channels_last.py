@@ -74,3 +74,13 @@ def test_null_keeps_cpu_training_nchw(tmp_path, scenes, make_config):
         assert all(p.is_contiguous() for p in trainer.D.parameters())
     finally:
         trainer.close()
+
+
+def test_a_run_resumes_in_the_other_layout(tmp_path, scenes, make_config, capsys):
+    # channels_last changes the layout, not what is trained: like device, it may differ on resume.
+    train(make_config(max_steps=2, checkpoint_every=2, channels_last=True), tmp_path / "run", dataset=scenes)
+    capsys.readouterr()
+    train(make_config(max_steps=3, checkpoint_every=3, channels_last=False), tmp_path / "run", dataset=scenes)
+    assert "resuming from step 2" in capsys.readouterr().out
+    state, _ = load_latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert state["step"] == 3 and all(w.is_contiguous() for w in state["G"].values())
