@@ -4,6 +4,8 @@ torch.compile."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import pansynth.models.spade as spade
 from pansynth.models import Generator, MultiscaleDiscriminator
 from pansynth.models.losses import feature_matching_loss, hinge_loss_d, hinge_loss_g
+from pansynth.models.style import StyleEncoder
 from pansynth.ops import conv_plan
 
 NUM_CLASSES = 5
@@ -283,3 +286,173 @@ def test_the_triton_engine_reads_one_neighbour_mask_per_scale_in_forward_and_bac
     assert len(fed) > len(set(fed)) > 1  # several layers per scale, several scales
     assert sorted(built) == sorted(set(fed))
     assert all(p.grad is not None for p in generator.parameters() if p.requires_grad and p.dim() == 4)
+
+
+# --- NHWC end to end: no layout copies around the Triton kernels ---------------------------------
+
+
+class LayoutCopies:
+    """Counts the layout copies made around the Triton kernels: the launchers' and custom ops' layout
+    helpers (calls that return a new tensor), and channels_last clones of activations and gradients
+    (the ops' autograd formulas); records whether the forward convolution kernel reads its weight in place."""
+
+    def __init__(self, monkeypatch) -> None:
+        from pansynth.ops import _triton_ops
+        from pansynth.ops._triton import _launch
+
+        self.copies: list[tuple[str, str, tuple[int, ...]]] = []
+        self.phase = "forward"
+        self.forward_convs = 0
+        self.weights_read_in_place = 0
+        helpers = ((_launch, "_nhwc_contiguous"), (_launch, "_channels_inner"), (_triton_ops, "_as_channels_last"))
+        for module, name in helpers:
+            monkeypatch.setattr(module, name, self._counting(name, getattr(module, name)))
+        triton_package = sys.modules[_launch.__name__.rpartition(".")[0]]
+        conv2d_forward, launch = triton_package.conv2d_forward, _launch._launch
+        weights: list[Tensor] = []
+
+        def recording_conv2d_forward(input, panoptic, weight, *args, **kwargs):
+            weights.append(weight)
+            return conv2d_forward(input, panoptic, weight, *args, **kwargs)
+
+        def recording_launch(kernel_name, config_name, device, grid, *args, **meta):
+            if kernel_name == "conv" and meta.get("FORWARD"):
+                self.forward_convs += 1
+                # The (O, k²C) weight operand: the layer's weight (the parameter, or spectral norm's
+                # W / sigma) read in its own storage, not a re-laid-out copy.
+                weight = weights.pop()
+                self.weights_read_in_place += any(
+                    isinstance(a, Tensor) and a.dim() == 2 and a.numel() == weight.numel()
+                    and a.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+                    for a in args
+                )  # fmt: skip
+            return launch(kernel_name, config_name, device, grid, *args, **meta)
+
+        monkeypatch.setattr(triton_package, "conv2d_forward", recording_conv2d_forward)
+        monkeypatch.setattr(_launch, "_launch", recording_launch)
+
+    def _counting(self, name, helper):
+        def counted(tensor, *args, **kwargs):
+            out = helper(tensor, *args, **kwargs)
+            if out is not tensor:
+                self.copies.append((self.phase, name, tuple(tensor.shape)))
+            return out
+
+        return counted
+
+    def mode(self) -> TorchDispatchMode:
+        copies = self
+
+        class ChannelsLastClones(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func.overloadpacket.__name__ == "clone" and kwargs.get("memory_format") == torch.channels_last:
+                    # (the forward pass's own conversions of the label map, which needs no gradient, are fine)
+                    if copies.phase == "backward" or args[0].requires_grad:
+                        copies.copies.append((copies.phase, "clone(channels_last)", tuple(args[0].shape)))
+                return func(*args, **kwargs)
+
+        return ChannelsLastClones()
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+@pytest.mark.parametrize("style", ["none", "instance"])
+def test_a_channels_last_generator_trains_on_the_triton_engine_without_layout_copies(
+    style, monkeypatch, wide_interpreter_blocks
+):
+    """With its weights stored channels_last (``model.to(memory_format=torch.channels_last)``), the
+    paper's generator runs its forward and backward passes NHWC end to end on the Triton engine:
+    norms, modulations, residual adds, upsampling and hole filling keep the layout, so neither the
+    kernels' launchers nor the custom ops copy an activation or a gradient, and the forward
+    convolutions read their weights in place (a view of the (O, k, k, C) storage). The images and
+    gradients equal the NCHW model's on the PyTorch engine. With styles, the code map joins the label
+    map and the first layer's input."""
+    torch.manual_seed(8)
+    # ngf=2: every feature map has more than one channel (see the report of the launchers' stride checks)
+    kwargs = dict(size=(32, 64), ngf=2, spade_hidden=4, style=style)
+    reference = Generator(NUM_CLASSES, backend="torch", **kwargs)
+    generator = Generator(NUM_CLASSES, backend="triton", **kwargs)
+    generator.load_state_dict(reference.state_dict())
+    generator.to(TRITON_DEVICE).to(memory_format=torch.channels_last)
+    semantic, panoptic = (m.to(TRITON_DEVICE) for m in _maps(1, 64, seed=3))
+    semantic, panoptic = semantic[:, 16:48], panoptic[:, 16:48]
+    target = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(9)).to(TRITON_DEVICE)
+
+    copies = LayoutCopies(monkeypatch)
+    with copies.mode():
+        fake = generator(semantic, panoptic)
+    copies.phase = "backward"
+    with copies.mode():
+        (fake - target).square().mean().backward()
+    assert copies.copies == [], copies.copies
+    assert copies.forward_convs >= 10 and copies.weights_read_in_place == copies.forward_convs
+    assert fake.is_contiguous(memory_format=torch.channels_last)
+
+    expected = reference(semantic.cpu(), panoptic.cpu())
+    (expected - target.cpu()).square().mean().backward()
+    torch.testing.assert_close(fake.cpu(), expected, rtol=1e-5, atol=1e-5)
+    for (name, parameter), expected_parameter in zip(generator.named_parameters(), reference.parameters()):
+        expected_grad = expected_parameter.grad
+        if expected_grad is None:  # (a stage without holes leaves its projection unused)
+            assert parameter.grad is None or not parameter.grad.any(), name
+            continue
+        torch.testing.assert_close(parameter.grad.cpu(), expected_grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(".proj." in name and p.grad is not None and p.grad.any() for name, p in generator.named_parameters())
+
+
+@pytest.mark.skipif(not _triton_runs(), reason="Triton kernels need CUDA, or TRITON_INTERPRET=1 and triton")
+def test_the_style_encoder_runs_nhwc_on_the_triton_engine_without_layout_copies(monkeypatch, wide_interpreter_blocks):
+    """The style encoder's stride-2 stages, skips and upsampling keep a channels_last input NHWC, forward
+    and backward: no layout copy around the convolutions' kernels, and the PyTorch engine's NCHW values
+    and gradients."""
+    torch.manual_seed(11)
+    reference = StyleEncoder(4, channels=4, num_down=2, backend="torch")
+    encoder = StyleEncoder(4, channels=4, num_down=2, backend="triton")
+    encoder.load_state_dict(reference.state_dict())
+    encoder.to(TRITON_DEVICE).to(memory_format=torch.channels_last)
+    _, panoptic = _maps(1, 32, seed=5)
+    panoptic = panoptic[:, :16, 8:24]
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    copies = LayoutCopies(monkeypatch)
+    with copies.mode():
+        mu, logvar, _, _ = encoder(image.to(TRITON_DEVICE).contiguous(memory_format=torch.channels_last), panoptic)
+    copies.phase = "backward"
+    with copies.mode():
+        (mu.square().sum() + logvar.sum()).backward()
+    # Left: Algorithm 1's autograd formula makes each upsampling's gradient -- the channel slice of the
+    # skip concatenation's gradient, NHWC but not dense -- dense before its kernel (which reads such views).
+    left = [("backward", "clone(channels_last)", (1, 8, 16, 16)), ("backward", "clone(channels_last)", (1, 16, 8, 8))]
+    assert copies.copies == left
+    assert copies.forward_convs == 6 and copies.weights_read_in_place == 6
+    expected_mu, expected_logvar, _, _ = reference(image, panoptic)
+    (expected_mu.square().sum() + expected_logvar.sum()).backward()
+    torch.testing.assert_close(mu.cpu(), expected_mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logvar.cpu(), expected_logvar, rtol=1e-5, atol=1e-6)
+    for (name, parameter), expected_parameter in zip(encoder.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(parameter.grad.cpu(), expected_parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_channels_last_weights_give_the_same_images_and_gradients_on_the_pytorch_engine(norm):
+    """``model.to(memory_format=torch.channels_last)`` (the trainer's ``channels_last``) changes the
+    layout, not the numbers: G (spectral norm, panoptic layers, hole filling) and D, forward and backward."""
+    torch.manual_seed(10)
+    generator = Generator(NUM_CLASSES, size=(32, 64), ngf=2, spade_hidden=4, norm=norm, backend="torch")
+    discriminator = MultiscaleDiscriminator(NUM_CLASSES, ndf=4, num_scales=2, num_layers=2)
+    nhwc_generator, nhwc_discriminator = copy.deepcopy(generator), copy.deepcopy(discriminator)
+    nhwc_generator.to(memory_format=torch.channels_last)
+    nhwc_discriminator.to(memory_format=torch.channels_last)
+    semantic, panoptic = (m[:, 16:48] for m in _maps(2, 64, seed=4))
+    results = []
+    for g, d in ((generator, discriminator), (nhwc_generator, nhwc_discriminator)):
+        fake = g(semantic, panoptic)
+        hinge_loss_g(d(fake, semantic, panoptic)).backward()
+        grads = {f"G.{n}": p.grad for n, p in g.named_parameters() if p.grad is not None}
+        grads.update({f"D.{n}": p.grad for n, p in d.named_parameters()})
+        results.append((fake, grads))
+    (fake, grads), (nhwc_fake, nhwc_grads) = results
+    assert nhwc_fake.is_contiguous(memory_format=torch.channels_last) and fake.is_contiguous()
+    torch.testing.assert_close(nhwc_fake, fake, rtol=1e-5, atol=1e-5)
+    assert nhwc_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(nhwc_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pansynth.models.spade import SPADENorm, SPADEResBlock, resize_label
+from pansynth.models.spade import SPADENorm, SPADEResBlock, instance_norm_nhwc, is_channels_last, resize_label
 from pansynth.ops import PanopticConv2d, panoptic_conv2d
 
 
@@ -47,6 +47,38 @@ def test_spade_norm_matches_literal_formula(param_free):
     out = norm(x, label)
     literal_norm = _instance_norm_literal(x) if param_free == "instance" else _batch_norm_literal(x)
     torch.testing.assert_close(out, _spade_literal(norm, x, label, literal_norm))
+
+
+@pytest.mark.parametrize("param_free", ["instance", "batch", "syncbatch"])
+def test_spade_norm_keeps_channels_last_with_the_literal_values_and_gradients(param_free):
+    """A channels_last input gives a channels_last output and input gradient (what the Triton engine's
+    kernels read in place); a plainly contiguous input keeps nn.InstanceNorm2d's path and layout."""
+    torch.manual_seed(2)
+    norm = SPADENorm(6, 4, hidden=8, param_free=param_free).double().train()
+    x = (torch.randn(3, 6, 4, 5, dtype=torch.float64) * 3 + 1).to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    label = F.interpolate(_one_hot(3, 4, 16, seed=3), size=(16, 20), mode="nearest")
+    out = norm(x, label)
+    assert is_channels_last(x) and is_channels_last(out)
+    literal_norm = _instance_norm_literal(x) if param_free == "instance" else _batch_norm_literal(x)
+    torch.testing.assert_close(out, _spade_literal(norm, x, label, literal_norm))
+    out.square().sum().backward()
+    assert is_channels_last(x.grad)
+    plain = x.detach().contiguous().requires_grad_(True)
+    plain_out = norm(plain, label)
+    assert plain_out.is_contiguous() and not is_channels_last(plain_out)
+    torch.testing.assert_close(plain_out, out)
+    plain_out.square().sum().backward()
+    torch.testing.assert_close(plain.grad, x.grad)
+
+
+def test_instance_norm_nhwc_takes_its_statistics_in_float32():
+    torch.manual_seed(3)
+    x = (torch.randn(2, 8, 6, 6) * 50 + 200).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    out = instance_norm_nhwc(x, 1e-5)
+    assert out.dtype == torch.bfloat16 and is_channels_last(out)
+    expected = _instance_norm_literal(x.double()).to(torch.bfloat16)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_spade_norm_label_is_resized_by_stride_not_blended():

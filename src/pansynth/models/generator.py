@@ -369,8 +369,9 @@ class Generator(nn.Module):
         """
         self._require_style()
         panoptic = panoptic.long()
+        image = image.to(self.conv_img.weight.dtype)
         plans = self._plans(panoptic, image)
-        return self.style_encoder(image.to(self.conv_img.weight.dtype), panoptic, plans)
+        return self.style_encoder(_layout(image, select_backend(self.backend, image) == "triton"), panoptic, plans)
 
     def style_map(
         self,
@@ -419,12 +420,17 @@ class Generator(nn.Module):
             self.check_inputs(semantic, panoptic)
         semantic, panoptic = mark_unknown(semantic, panoptic, self.ignore_index)
         label = self.label_map(semantic, panoptic).to(self.conv_img.weight.dtype)
+        # The Triton engine's kernels read NHWC: its forward and backward passes run channels_last
+        # throughout (the norms, modulations and residual adds keep the layout they are given).
+        nhwc = select_backend(self.backend, label) == "triton"
+        label = _layout(label, nhwc)
         plans = self._plans(panoptic, label)
-        x = apply_conv(self.first_layer, resize_label(label, self.start_size), panoptic, plans)
+        x = apply_conv(self.first_layer, _layout(resize_label(label, self.start_size), nhwc), panoptic, plans)
         codes = self._style_input(style, panoptic)
         if codes is not None:
-            codes = codes.to(label.dtype)
-            x = x + apply_conv(self.first_layer_style, resize_label(codes, self.start_size), panoptic, plans)
+            codes = _layout(codes.to(label.dtype), nhwc)
+            start_codes = _layout(resize_label(codes, self.start_size), nhwc)
+            x = x + apply_conv(self.first_layer_style, start_codes, panoptic, plans)
             label = torch.cat([label, codes], dim=1)  # what every SPADE modulation reads
         stage = 0
 
@@ -525,6 +531,11 @@ class Generator(nn.Module):
             ) from error
         generator.metadata = metadata
         return generator.to(device).eval()
+
+
+def _layout(tensor: Tensor, nhwc: bool) -> Tensor:
+    # A dense channels_last tensor (a strided slice of the label map included: the kernels read dense NHWC).
+    return tensor.contiguous(memory_format=torch.channels_last) if nhwc else tensor
 
 
 def _rename_old_keys(module, state_dict, prefix, *args) -> None:

@@ -22,7 +22,17 @@ from pansynth.choices import CONV_KINDS, NORM_KINDS, ConvKind, NormKind, check_c
 from pansynth.ops import Backend, ConvPlan, MaskPlan, PanopticConv2d, conv_plan, mask_plan
 from pansynth.ops.maps import downsample_map
 
-__all__ = ["PlanCache", "apply_conv", "make_conv3x3", "param_free_norm", "resize_label", "SPADENorm", "SPADEResBlock"]
+__all__ = [
+    "PlanCache",
+    "apply_conv",
+    "instance_norm_nhwc",
+    "is_channels_last",
+    "make_conv3x3",
+    "param_free_norm",
+    "resize_label",
+    "SPADENorm",
+    "SPADEResBlock",
+]
 
 _LRELU_SLOPE = 0.2
 
@@ -40,6 +50,25 @@ def param_free_norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels, affine=False)
     return nn.SyncBatchNorm(channels, affine=False)
+
+
+def is_channels_last(tensor: Tensor) -> bool:
+    """Whether a 4-d tensor is stored channels_last (NHWC) and not also plainly contiguous.
+
+    (A map with one channel, or one pixel, is both: elementwise ops give it contiguous strides.)
+    """
+    return tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def instance_norm_nhwc(x: Tensor, eps: float) -> Tensor:
+    """``nn.InstanceNorm2d(affine=False)`` (biased variance, statistics in fp32 at least) that keeps x's layout.
+
+    ``nn.InstanceNorm2d`` returns a contiguous (NCHW) tensor whatever its input; the kernels of the
+    Triton engine read NHWC, so a channels_last generator normalizes with this instead.
+    """
+    values = x if x.dtype == torch.float64 else x.float()
+    var, mean = torch.var_mean(values, dim=(2, 3), keepdim=True, correction=0)
+    return ((values - mean) * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def resize_label(label: Tensor, size: tuple[int, int]) -> Tensor:
@@ -118,6 +147,9 @@ class SPADENorm(nn.Module):
             )
         if isinstance(self.norm, nn.SyncBatchNorm):
             normalized = _sync_norm_forward(self.norm, x)
+        elif isinstance(self.norm, nn.InstanceNorm2d) and is_channels_last(x):
+            # (the module stays, for its repr and state dict; batch norms keep channels_last themselves)
+            normalized = instance_norm_nhwc(x, self.norm.eps)
         else:
             normalized = self.norm(x)
         hidden = self.shared(resize_label(label.to(x.dtype), x.shape[-2:]))

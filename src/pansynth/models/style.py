@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pansynth.choices import ConvKind, UpsampleKind
-from pansynth.models.spade import PlanCache, apply_conv, make_conv3x3
+from pansynth.models.spade import PlanCache, apply_conv, is_channels_last, make_conv3x3
 from pansynth.ops import Backend, panoptic_upsample
 from pansynth.ops.maps import check_map, downsample_map
 
@@ -269,7 +269,9 @@ class StyleEncoder(nn.Module):
         skips = [x]
         for level, conv in enumerate(self.down):
             x = _activate(apply_conv(conv, x, maps[level], plans))
-            x = x[..., ::2, ::2]  # the stride-2 convolution, panoptic-aware at the finer scale
+            # the stride-2 convolution, panoptic-aware at the finer scale, read at [::2, ::2]; on NHWC
+            # features as a 1x1 pooling (the same values), whose output and gradient stay dense NHWC
+            x = F.avg_pool2d(x, 1, stride=2) if is_channels_last(x) else x[..., ::2, ::2]
             skips.append(x)
         for level in reversed(range(self.num_down)):
             if self.upsample == "panoptic":

@@ -57,6 +57,7 @@ RESUME_HARMLESS_KEYS = (
     "checkpoint_every",
     "keep_checkpoints",
     "device",
+    "channels_last",
     "model.backend",
     "data.root",
     "data.num_workers",
@@ -161,6 +162,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     device: str = "auto"  # auto | cpu | cuda
+    # G and D weights (and so activations) in channels_last (NHWC) memory; null: on CUDA only
+    channels_last: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of the configuration (YAML/JSON and ``weights_only`` safe)."""

@@ -45,7 +45,7 @@ from pansynth.train.loss import EMA, GANObjective
 from pansynth.train.monitor import Monitor, sample_grid
 from pansynth.train.run_dir import RunDirectory, RunInUseError, RunState, print_notes
 
-__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "lr_factor", "train"]
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "lr_factor", "train", "use_channels_last"]
 
 NUM_SAMPLE_ROWS = 4
 # Signals that end a run cleanly (after the current step, with a checkpoint). SLURM sends SIGUSR1
@@ -67,6 +67,15 @@ class TrainingInterrupted(Exception):
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
         number = getattr(signal, signal_name, None)
         self.exit_code = 128 + int(number) if number is not None else 1
+
+
+def use_channels_last(setting: bool | None, device: torch.device) -> bool:
+    """The ``channels_last`` key: true or false as given; null (auto) on CUDA only.
+
+    CPU training stays NCHW by default (the layout the CPU benchmarks measure); on CUDA, NHWC is what
+    cuDNN's tensor-core convolutions and the Triton engine's kernels read without a copy.
+    """
+    return bool(setting) if setting is not None else device.type == "cuda"
 
 
 def lr_factor(epoch: int, epochs: int, decay_start_epoch: int | None) -> float:
@@ -268,6 +277,12 @@ class Trainer:
         )
         generator.to(self.device)
         discriminator.to(self.device)
+        self.channels_last = use_channels_last(config.channels_last, self.device)
+        if self.channels_last:
+            # NHWC weights: what cuDNN's fast paths and the Triton kernels read in place (no per-call
+            # re-layout); convolutions then return NHWC activations, which the generator keeps.
+            generator.to(memory_format=torch.channels_last)
+            discriminator.to(memory_format=torch.channels_last)
         self.ema = EMA(generator, config.ema) if config.ema is not None else None
         sync = model.norm == "syncbatch"
         # Hole filling may find no unmatched pixel in a batch, leaving its 1x1 projections unused.
