@@ -163,6 +163,12 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = Generator.from_pretrained(out_dir)
     assert not loaded.training and loaded.config == generator.config
     torch.testing.assert_close(loaded(semantic, panoptic), expected)
+    # NHWC weights (the default on CUDA): the same images; CPU stays NCHW unless asked
+    assert loaded.first_layer.weight.is_contiguous()
+    nhwc = Generator.from_pretrained(out_dir, channels_last=True)
+    assert nhwc.first_layer.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nhwc.first_layer.weight.is_contiguous()
+    torch.testing.assert_close(nhwc(semantic, panoptic), expected)
     assert Generator(**generator.config).config == generator.config
     # Saving again replaces the files atomically.
     generator.save_pretrained(out_dir)

@@ -334,7 +334,8 @@ class LayoutCopies:
     def _counting(self, name, helper):
         def counted(tensor, *args, **kwargs):
             out = helper(tensor, *args, **kwargs)
-            if out is not tensor:
+            # a copy: new memory (a view of the same memory with other strides on size-1 dims is none)
+            if out.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr():
                 self.copies.append((self.phase, name, tuple(tensor.shape)))
             return out
 
@@ -419,10 +420,9 @@ def test_the_style_encoder_runs_nhwc_on_the_triton_engine_without_layout_copies(
     copies.phase = "backward"
     with copies.mode():
         (mu.square().sum() + logvar.sum()).backward()
-    # Left: Algorithm 1's autograd formula makes each upsampling's gradient -- the channel slice of the
-    # skip concatenation's gradient, NHWC but not dense -- dense before its kernel (which reads such views).
-    left = [("backward", "clone(channels_last)", (1, 8, 16, 16)), ("backward", "clone(channels_last)", (1, 16, 8, 8))]
-    assert copies.copies == left
+    # Each upsampling's gradient is a channel slice of the skip concatenation's gradient (NHWC, not
+    # dense): the kernel reads it in place.
+    assert copies.copies == []
     assert copies.forward_convs == 6 and copies.weights_read_in_place == 6
     expected_mu, expected_logvar, _, _ = reference(image, panoptic)
     (expected_mu.square().sum() + expected_logvar.sum()).backward()

@@ -219,6 +219,14 @@ def test_conv_launchers_read_a_given_neighbour_mask_and_check_it():
     grad_w2 = _triton.conv2d_weight_grad(grad_d, scale, x_d, None, 3, mask=mask)
     torch.testing.assert_close(grad_x2, grad_x, rtol=0, atol=0)
     torch.testing.assert_close(grad_w2, grad_w, rtol=0, atol=0)
+    # the weight gradient comes in the layout of NHWC weights: it accumulates into one without a copy
+    assert grad_w.is_contiguous(memory_format=torch.channels_last)
+    leaf = weight_last.clone(memory_format=torch.channels_last).requires_grad_()
+    from pansynth.ops import panoptic_conv2d
+
+    panoptic_conv2d(x_d, ids_d, leaf, bias_d, backend="triton").backward(grad_d)
+    assert leaf.grad.stride() == leaf.stride()
+    torch.testing.assert_close(leaf.grad, grad_w, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"mask must be \(2, 6, 7\) int32 \(from neighbour_mask\)"):
         _triton.conv2d_forward(x_d, None, weight_d, bias_d, neighbours=(mask.long(), mask_scale))
     with pytest.raises(ValueError, match=r"mask must be \(2, 6, 7\) int32"):
@@ -617,3 +625,22 @@ def test_config_pruning_keeps_blocks_that_fit_the_channels():
     assert prune(_kernels.CONV_CONFIGS, {"O": 512, "C": 256}) == _kernels.CONV_CONFIGS
     tight = _kernels._prune({"BLOCK_N": ("O", 1), "BLOCK_K": ("C", 1)})
     assert len(tight(_kernels.CONV_CONFIGS, {"O": 1, "C": 1})) == 1  # nothing fits: the smallest one
+
+
+def test_dense_nhwc_memory_with_other_strides_on_size_one_dims_is_read_in_place():
+    """One channel, or one pixel: NCHW strides describe NHWC memory; the launchers take a
+    view with the kernels' strides instead of a copy. Anything else is copied once, values kept."""
+    from pansynth.ops._triton import _launch
+
+    for shape in ((2, 1, 5, 7), (2, 4, 1, 1), (1, 1, 1, 6)):
+        tensor = torch.randn(shape)  # NCHW-contiguous, and channels_last-contiguous too
+        n, c, h, w = shape
+        view = _launch._nhwc_contiguous(tensor)
+        assert view.stride() == (h * w * c, 1, w * c, c) and view.data_ptr() == tensor.data_ptr()
+        torch.testing.assert_close(view, tensor, rtol=0, atol=0)
+    strided = torch.randn(2, 3, 5, 7)  # NCHW: a copy
+    copy = _launch._nhwc_contiguous(strided)
+    assert copy.is_contiguous(memory_format=torch.channels_last) and copy.data_ptr() != strided.data_ptr()
+    torch.testing.assert_close(copy, strided, rtol=0, atol=0)
+    half = _launch._nhwc_contiguous(torch.randn(2, 1, 5, 7), torch.bfloat16)  # another dtype: a copy
+    assert half.dtype == torch.bfloat16

@@ -506,8 +506,13 @@ class Generator(nn.Module):
         return kwargs, metadata
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
-        """Rebuild a generator saved by :meth:`save_pretrained`; returned in eval mode on ``device``."""
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", channels_last: bool | None = None
+    ) -> Generator:
+        """Rebuild a generator saved by :meth:`save_pretrained`; returned in eval mode on ``device``.
+
+        ``channels_last`` stores the weights NHWC (None: on CUDA only, where cuDNN and the Triton
+        engine read them without a per-call re-layout; the same images either way)."""
         directory = Path(directory)
         kwargs, metadata = cls.read_config(directory)
         weights_path = directory / WEIGHTS_NAME
@@ -530,7 +535,10 @@ class Generator(nn.Module):
                 f"{weights_path} does not match the generator described by {directory / CONFIG_NAME}: {error}"
             ) from error
         generator.metadata = metadata
-        return generator.to(device).eval()
+        generator = generator.to(device).eval()
+        if channels_last if channels_last is not None else torch.device(device).type == "cuda":
+            generator = generator.to(memory_format=torch.channels_last)
+        return generator
 
 
 def _layout(tensor: Tensor, nhwc: bool) -> Tensor:

@@ -85,13 +85,13 @@ def _(scaled_grad, mask, scale, weight):
 )
 def _conv2d_weight_grad(scaled_grad, input, mask, scale, kernel_size):
     grad = _kernels().conv2d_weight_grad(scaled_grad, scale, input, None, kernel_size, prescaled=True, mask=mask)
-    return grad.float().contiguous()
+    return _as_channels_last(grad.float())  # the layout of the NHWC weights the engine trains
 
 
 @_conv2d_weight_grad.register_fake
 def _(scaled_grad, input, mask, scale, kernel_size):
     shape = (scaled_grad.shape[1], input.shape[1], kernel_size, kernel_size)
-    return input.new_empty(shape, dtype=torch.float32)
+    return _channels_last_empty(shape, torch.float32, input.device)
 
 
 @torch.library.custom_op(
@@ -200,7 +200,8 @@ def _upsample_setup_context(ctx, inputs, output) -> None:
 
 def _upsample_grad(ctx, grad_upsampled, _grad_choice):
     (choice,) = ctx.saved_tensors
-    grad_upsampled = grad_upsampled.contiguous(memory_format=torch.channels_last)
+    # Read in place by the kernel when its channels are contiguous (an NHWC gradient, or a channel
+    # slice of one); the launcher copies anything else once.
     grad = torch.ops.pansynth.panoptic_upsample_triton_backward(grad_upsampled, choice, *ctx.low_size)
     return grad, None, None
 

@@ -124,7 +124,7 @@ def panoptic_conv_weight_grad_kernel(
     g_ptr,  # g~ = grad_output * scale: (N*H*W, O) contiguous (pre-scaled by the launcher)
     x_ptr,  # input: (N*H*W, C) contiguous
     mask_ptr,  # (N*H*W,) int32 neighbour bits
-    partial_ptr,  # (SPLITS, k*k, O, C) float32
+    partial_ptr,  # (SPLITS, O, k*k, C) float32: each split's sum in the (O, k, k, C) order of an NHWC weight
     W,
     C,
     O,
@@ -169,9 +169,9 @@ def panoptic_conv_weight_grad_kernel(
             a = a.to(tl.float32)
         acc = tl.dot(tl.trans(g), a, acc, input_precision=DOT_PRECISION)
 
-    base = (split.to(tl.int64) * (KSIZE * KSIZE) + t) * O
+    rows = (split.to(tl.int64) * O + ro) * (KSIZE * KSIZE) + t  # row (split, o, t) of C values
     tl.store(
-        partial_ptr + (base + ro)[:, None] * C + rc[None, :],
+        partial_ptr + rows[:, None] * C + rc[None, :],
         acc,
         mask=ro_valid[:, None] & rc_valid[None, :],
     )

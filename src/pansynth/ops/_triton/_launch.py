@@ -165,8 +165,12 @@ def _nhwc_contiguous(tensor: Tensor, dtype: torch.dtype | None = None) -> Tensor
     a channels_last contiguous tensor as is, anything else copied once."""
     n, c, h, w = tensor.shape
     dtype = dtype or tensor.dtype
-    if tensor.dtype == dtype and tensor.stride() == (h * w * c, 1, w * c, c):
+    strides = (h * w * c, 1, w * c, c)
+    if tensor.dtype == dtype and tensor.stride() == strides:
         return tensor
+    if tensor.dtype == dtype and tensor.is_contiguous(memory_format=torch.channels_last):
+        # Dense NHWC memory whose size-1 dims carry other strides (one channel, one row...): a view.
+        return tensor.as_strided(tensor.shape, strides)
     return _nhwc_empty(n, h, w, c, dtype, tensor.device).copy_(tensor)
 
 
@@ -415,7 +419,7 @@ def conv2d_weight_grad(
         mask (Tensor[N, H, W] int32, optional): :func:`pansynth.ops.neighbour_mask` of the map (a plan's).
 
     Returns:
-        Tensor[O, C, k, k] float32.
+        Tensor[O, C, k, k] float32, channels_last (the layout of NHWC weights: no copy where it accumulates).
     """
     _check_features(grad_output, "grad_output", "(N, O, H, W)")
     _check_features(input, "input", "(N, C, H, W)")
@@ -440,7 +444,7 @@ def conv2d_weight_grad(
     g = _nhwc_contiguous(grad_output, dtype) if prescaled else _prescaled(grad_output, scale, dtype)
     x = _nhwc_contiguous(input, dtype)
     splits, per_split = _weight_grad_splits(pixels, taps * _cdiv(out_channels, 64) * _cdiv(in_channels, 64), device)
-    partial = torch.empty((splits, taps, out_channels, in_channels), dtype=torch.float32, device=device)
+    partial = torch.empty((splits, out_channels, taps, in_channels), dtype=torch.float32, device=device)
 
     def grid(meta):
         return (taps, _cdiv(out_channels, meta["BLOCK_O"]) * _cdiv(in_channels, meta["BLOCK_C"]), splits)
@@ -452,8 +456,9 @@ def conv2d_weight_grad(
         KSIZE=kernel_size, INT32_OFFSETS=_fits_int32(pixels * out_channels, pixels * in_channels, partial.numel()),
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
-    total = partial.sum(0) if splits > 1 else partial[0]  # (k*k, O, C)
-    return total.permute(1, 2, 0).reshape(out_channels, in_channels, kernel_size, kernel_size)
+    total = partial.sum(0) if splits > 1 else partial[0]  # (O, k*k, C)
+    # (O, C, k, k) with channels_last strides: the layout of the NHWC weights it is the gradient of.
+    return total.view(out_channels, kernel_size, kernel_size, in_channels).permute(0, 3, 1, 2)
 
 
 # --- upsampling ---------------------------------------------------------------------------------
