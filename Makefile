@@ -10,7 +10,7 @@ ORT_WEB_VERSION := 1.30.0
 ORT_WEB_DIR := vendor/onnxruntime-web
 ORT_WEB_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm package.json
 
-.PHONY: demo test bench lint clean browser ort-web
+.PHONY: demo test bench lint clean browser ort-web gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ $(ORT_WEB_DIR)/.version-$(ORT_WEB_VERSION):
 bench: $(STAMP)
 	$(BIN)/python -m pansynth.bench
 	$(BIN)/python -m pansynth.ops._triton.report || echo "note: the kernel report needs triton with its CUDA backend"
+
+# On a machine with a CUDA GPU: the CUDA tests, the kernel check and the CUDA benchmark rows, each
+# under a time limit, results under $(OUT) (scripts/gpu_check.sh says what runs).
+OUT ?= gpu_out
+gpu-check:
+	OUT=$(OUT) bash scripts/gpu_check.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -154,3 +156,33 @@ def test_each_engine_is_handed_its_gradient_in_the_layout_of_its_output(monkeypa
     assert [(channels_last, contiguous) for channels_last, contiguous, _ in seen] == [
         (False, True), *triton_row, (False, True)
     ]  # fmt: skip
+
+
+def test_the_gpu_check_script_runs_commands_that_exist(tmp_path, capsys):
+    """scripts/gpu_check.sh (make gpu-check) is run on a GPU machine only: here its commands are
+    checked to parse (the benchmark's arguments, the test it leaves out, the check's flags)."""
+    import shlex
+
+    from pansynth.ops._triton import check
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    commands = {}
+    for line in script.splitlines():
+        if not line.startswith("step ") or " -m " not in line:
+            continue
+        words = shlex.split(line.replace('"$PY"', "PY").replace('"$OUT/bench.json"', str(tmp_path / "b.json")))
+        if "-m" in words:
+            module = words[words.index("-m") + 1]
+            commands[module] = words[words.index("-m") + 2 :]
+    assert set(commands) == {"pytest", "pansynth.bench", "pansynth.ops._triton.check"}
+    deselected = commands["pytest"][commands["pytest"].index("--deselect") + 1]
+    path, name = deselected.split("::")
+    assert f"def {name}(" in (root / path).read_text()
+    targets = [word for word in commands["pytest"] if word.startswith("tests/") and "::" not in word]
+    assert targets and all((root / target).exists() for target in targets)
+    if not torch.cuda.is_available():  # the arguments parse; each run stops at the missing GPU
+        assert bench.main(commands["pansynth.bench"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+        assert check.main(commands["pansynth.ops._triton.check"]) == 1
+        assert "needs CUDA" in capsys.readouterr().err

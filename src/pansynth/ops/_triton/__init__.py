@@ -49,19 +49,21 @@ The backward pass is a gather, not a scatter: a low pixel (r, c) can only be cho
 16 high pixels of the 2x2 blocks (r - dr, c - dc), so each program sums those whose choice
 points at it -- no atomics, deterministic.
 
-Tuning: ``triton.autotune`` over 6-10 configurations per kernel (BLOCK_M 64/128, BLOCK_N
-32/64/128, BLOCK_K 16/32/64, 4 or 8 warps, 2-4 stages), keyed on the channel counts, the
-map size (H, W, not the batch) and k; configurations with blocks much larger than the
-channel counts are pruned. The first launch for a new key compiles and times every
-remaining configuration (seconds to a minute); later launches reuse the choice. TF32 is
-used in fp32 dots exactly when ``torch.backends.cudnn.allow_tf32`` is set. Under the
-interpreter one small fixed configuration runs (no benchmarking), and bf16 tiles are
-upcast to fp32 before ``tl.dot`` (the interpreter's bf16 dot is wrong).
+Tuning: ``triton.autotune`` over 18 convolution configurations (up to 128x256 / 256x128 tiles,
+BLOCK_K 128 for C >= 512, 2-5 stages), 10 for the weight gradient and 6 for the upsampling,
+keyed on the channel counts, the map size, the pixel count M (the batch counts) and k, and
+pruned per launch by pure functions (``conv_configs``...): blocks that fit the problem, pipeline
+buffers that fit the shared memory, at least 0.9 programs per multiprocessor where some
+configuration fills the GPU; at most 8 are timed per shape (docs/gpu.md). The first launch for
+a new key compiles and times them (seconds to a minute); later launches reuse the choice. TF32
+is used in fp32 dots exactly when ``torch.backends.cudnn.allow_tf32`` is set. Under the
+interpreter one small fixed configuration runs (no benchmarking), and bf16 tiles are upcast to
+fp32 before ``tl.dot`` (the interpreter's bf16 dot is wrong).
 
 Expected performance on an H100 -- NOT measured: no GPU was available when this was
 written. ``python -m pansynth.ops._triton.check`` measures errors and timings on a GPU;
-``python -m pansynth.ops._triton.check --compile-only`` compiles every kernel for sm_90
-without one (done: all variants compile; 4-100 KB of shared memory per program).
+``python -m pansynth.ops._triton.report`` compiles every kernel for sm_90 without one (all
+variants compile, none spills).
 
 - Forward and input gradient: the FLOPs of a dense convolution (a masked row is not read
   but is still multiplied as zeros) plus one 4-byte mask load per pixel and tile. Triton
