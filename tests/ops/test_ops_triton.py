@@ -288,6 +288,29 @@ def test_conv_half_precision(dtype, tolerance):
     assert relative_error(grad_w, expected_w) < tolerance
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_input_gradient_reads_the_forward_weight_rows_in_place(dtype, kernel_size, monkeypatch):
+    """In 16 bits the input gradient reads the forward's (O, k²C) weight rows as the flipped, transposed
+    kernel (no per-backward conversion): exact against eq. 2's gradient of the rounded operands, with
+    ragged C != O over several blocks, and the weight of an NHWC model read without a copy."""
+    from pansynth.ops._triton import _launch
+
+    monkeypatch.setattr(_launch, "_input_grad_rows", lambda weight: pytest.fail("16-bit weight converted"))
+    x, ids, weight, _, grad_out = conv_case((2, 17, 5, 6, 19), kernel_size, seed=42 + kernel_size)
+    x, weight, grad_out = (t.to(dtype) for t in (x, weight, grad_out))
+    expected_x, _ = reference_conv_grads(grad_out.double(), x.double(), ids, weight.double())
+    weight_d = on_device(weight)[0].contiguous(memory_format=torch.channels_last)
+    x_d, ids_d, grad_d = on_device(x, ids, grad_out)
+    _, scale = _triton.conv2d_forward(x_d, ids_d, weight_d, None)
+    rows = _launch._forward_rows(weight_d, dtype)
+    assert rows.data_ptr() == weight_d.data_ptr()  # a view: nothing converted
+    grad_x = _triton.conv2d_input_grad(grad_d, scale, ids_d, weight_d)
+    assert grad_x.dtype == dtype
+    # fp32 accumulation of the rounded operands; the one rounding left is g~ and the output's
+    assert relative_error(grad_x, expected_x) < (8e-3 if dtype == torch.bfloat16 else 1e-3)
+
+
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.bfloat16, 2e-2), (torch.float16, 3e-3)])
 def test_conv_half_precision_no_leak_across_segments(dtype, tolerance):
     """A pixel's output holds no term of a neighbouring segment, even one 1000x larger: the mask is

@@ -30,6 +30,7 @@ def panoptic_conv_kernel(
     x_ptr,  # (N*H*W, C) contiguous (NHWC)
     mask_ptr,  # (N*H*W,) int32: bit t set where tap t's neighbour is inside and of the same id (eq. 1)
     w_ptr,  # (O, k*k*C) contiguous, K-major: column t*C + c, tap t in kernel row-major order
+    # (with W_FORWARD_LAYOUT: the forward's (C, k*k*O) rows, read as the flipped, transposed kernel)
     bias_ptr,  # (O,) float32 (read when HAS_BIAS)
     scale_ptr,  # (N*H*W,) float32: k²/sum(M) (read when FORWARD)
     out_ptr,  # (N*H*W, O) contiguous
@@ -44,6 +45,7 @@ def panoptic_conv_kernel(
     INT32_OFFSETS: tl.constexpr,  # every flat offset fits in int32 (the launcher checks)
     UPCAST: tl.constexpr,  # bf16 -> fp32 before tl.dot (the interpreter's bf16 dot is wrong)
     DOT_PRECISION: tl.constexpr,
+    W_FORWARD_LAYOUT: tl.constexpr,  # input gradient: B[(t, c), o] = w[c, (k*k-1-t)*O + o] (N-major)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -94,11 +96,20 @@ def panoptic_conv_kernel(
             mask=same[:, None] & ck_valid[None, :],
             other=0.0,
         )
-        b = tl.load(
-            w_ptr + rn[None, :] * row_length + (t * C + ck)[:, None],
-            mask=ck_valid[:, None] & col_valid[None, :],
-            other=0.0,
-        )
+        if W_FORWARD_LAYOUT:
+            # The forward's weight rows read in place: contiguous along the output channels (an
+            # N-major B tile, which 16-bit wgmma takes as it is), the taps flipped.
+            b = tl.load(
+                w_ptr + ck[:, None] * (taps * O) + ((taps - 1 - t) * O + rn)[None, :],
+                mask=ck_valid[:, None] & col_valid[None, :],
+                other=0.0,
+            )
+        else:
+            b = tl.load(
+                w_ptr + rn[None, :] * row_length + (t * C + ck)[:, None],
+                mask=ck_valid[:, None] & col_valid[None, :],
+                other=0.0,
+            )
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

@@ -174,6 +174,18 @@ def _nhwc_contiguous(tensor: Tensor, dtype: torch.dtype | None = None) -> Tensor
     return _nhwc_empty(n, h, w, c, dtype, tensor.device).copy_(tensor)
 
 
+def _forward_rows(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """(O, k*k*C), K-major: column t*C + c holds W[:, c, t] -- the forward's B operand. A view of a
+    channels_last weight of ``dtype`` (memory O, kh, kw, C), a copy of any other."""
+    out_channels = weight.shape[0]
+    return weight.to(dtype).permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
+
+
+def _input_grad_rows(weight: Tensor) -> Tensor:
+    """(C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed."""
+    return weight.flip(2, 3).permute(1, 2, 3, 0).reshape(weight.shape[1], -1).contiguous()
+
+
 def _prescaled(grad_output: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
     """g~ = grad_output * k²/sum(M), computed once (in fp32, rounded to ``dtype``) into a dense NHWC tensor."""
     n, c, h, w = grad_output.shape
@@ -262,7 +274,7 @@ def conv2d_forward(
         return output, scale
     x = _nhwc_contiguous(input)
     # (O, k*k*C), K-major: column t*C + c holds W[:, c, t] -- the B operand of the implicit GEMM.
-    weight_rows = weight.to(dtype).permute(0, 2, 3, 1).reshape(out_channels, -1).contiguous()
+    weight_rows = _forward_rows(weight, dtype)
     bias_values = bias.to(torch.float32).contiguous() if bias is not None else scale
 
     def grid(meta):
@@ -272,7 +284,7 @@ def conv2d_forward(
         "conv", "conv", device, grid,
         x, mask, weight_rows, bias_values, scale, output,
         height, width, channels, out_channels, pixels,
-        KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None,
+        KSIZE=kernel_size, FORWARD=True, HAS_BIAS=bias is not None, W_FORWARD_LAYOUT=False,
         INT32_OFFSETS=_fits_int32(pixels * channels, pixels * out_channels, weight_rows.numel()),
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip
@@ -324,7 +336,13 @@ def conv2d_input_grad(
         return grad_input
     g = _nhwc_contiguous(grad_output) if prescaled else _prescaled(grad_output, scale, dtype)
     # (C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed.
-    weight_rows = weight.to(dtype).flip(2, 3).permute(1, 2, 3, 0).reshape(in_channels, -1).contiguous()
+    if dtype == torch.float32:
+        # (C, k*k*O), K-major: column t*O + o holds W[o, :, k*k-1-t], the flipped kernel transposed
+        # (TF32 wgmma takes K-major tiles only): one conversion per backward.
+        weight_rows, forward_layout = _input_grad_rows(weight.to(dtype)), False
+    else:
+        # 16-bit: the forward's (O, k*k*C) rows read in place (no conversion with NHWC weights).
+        weight_rows, forward_layout = _forward_rows(weight, dtype), True
 
     def grid(meta):
         return (_cdiv(pixels, meta["BLOCK_M"]) * _cdiv(in_channels, meta["BLOCK_N"]),)
@@ -333,7 +351,7 @@ def conv2d_input_grad(
         "conv", "conv", device, grid,
         g, mask, weight_rows, g, g, grad_input,
         height, width, out_channels, in_channels, pixels,
-        KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False,
+        KSIZE=kernel_size, FORWARD=False, HAS_BIAS=False, W_FORWARD_LAYOUT=forward_layout,
         INT32_OFFSETS=_fits_int32(pixels * out_channels, pixels * in_channels, weight_rows.numel()),
         UPCAST=_upcast(dtype), DOT_PRECISION=_dot_precision(dtype, device),
     )  # fmt: skip

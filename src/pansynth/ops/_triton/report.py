@@ -137,6 +137,9 @@ def compile_variant(name: str, dtype: str, index: int, capability: int = 90, **o
     constants = {**constants, **config.kwargs, **overrides}
     if "DOT_PRECISION" in fn.arg_names:
         constants["DOT_PRECISION"] = "tf32" if dtype == "fp32" else "ieee"
+    if "W_FORWARD_LAYOUT" in fn.arg_names and "W_FORWARD_LAYOUT" not in overrides:
+        # what the launcher picks: the input gradient reads the forward's weight rows in 16 bits
+        constants["W_FORWARD_LAYOUT"] = name == "conv_input_grad" and dtype != "fp32"
     signature, attrs = {}, {}
     for position, arg in enumerate(fn.arg_names):
         if arg in constants:
