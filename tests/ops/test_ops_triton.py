@@ -642,12 +642,14 @@ def test_gpu_check_script_references_and_report(capsys):
 def test_config_pruning_keeps_blocks_that_fit_the_channels():
     from pansynth.ops._triton import _kernels
 
-    prune = _kernels._prune({"BLOCK_N": ("O", 32), "BLOCK_K": ("C", 16)})
-    small = prune(_kernels.CONV_CONFIGS, {"O": 4, "C": 3})
+    def prune(out_channels, in_channels, floors=(32, 16)):
+        limits = {"BLOCK_N": (out_channels, floors[0]), "BLOCK_K": (in_channels, floors[1])}
+        return _kernels.fit_blocks(_kernels.CONV_CONFIGS, limits)
+
+    small = prune(4, 3)
     assert small and all(c.kwargs["BLOCK_N"] == 32 and c.kwargs["BLOCK_K"] == 16 for c in small)
-    assert prune(_kernels.CONV_CONFIGS, {"O": 512, "C": 256}) == _kernels.CONV_CONFIGS
-    tight = _kernels._prune({"BLOCK_N": ("O", 1), "BLOCK_K": ("C", 1)})
-    assert len(tight(_kernels.CONV_CONFIGS, {"O": 1, "C": 1})) == 1  # nothing fits: the smallest one
+    assert prune(512, 256) == [c for c in _kernels.CONV_CONFIGS if c.kwargs["BLOCK_K"] <= 256]
+    assert len(prune(1, 1, floors=(1, 1))) == 1  # nothing fits: the smallest one
 
 
 def test_dense_nhwc_memory_with_other_strides_on_size_one_dims_is_read_in_place():

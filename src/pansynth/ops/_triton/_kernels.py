@@ -401,16 +401,6 @@ def fit_blocks(configs, limits: dict[str, tuple[int, int]], keep=lambda config: 
     return kept or [min(configs, key=lambda config: sum(config.kwargs[block] for block in limits))]
 
 
-def _prune(limits: dict[str, tuple[str, int]]):
-    """An autotune hook applying the block-size rule alone: ``limits`` maps a block to (the name of the
-    launch argument holding its problem size, floor)."""
-
-    def prune(configs, named_args, **kwargs):
-        return fit_blocks(configs, {block: (named_args[dim], floor) for block, (dim, floor) in limits.items()})
-
-    return prune
-
-
 def select_configs(
     configs,
     limits: dict[str, tuple[int, int]],
